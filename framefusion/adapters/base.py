@@ -1,0 +1,83 @@
+"""What the engine needs to know about a model family, with defaults shared by HF's pre-norm decoders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from framefusion.layout import TokenLayout
+from framefusion.reduction import QueryKeys
+
+LAYER_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """Rotary helper: (x1, x2) -> (-x2, x1) on the last dimension."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class FamilyAdapter:
+    """Where the decoder layers are and how to read (video, frame, patch) of every prompt token."""
+
+    name: str = ""
+    model_types: tuple[str, ...] = ()
+
+    def multimodal_module(self, model: nn.Module) -> nn.Module:
+        """The module whose forward receives input_ids and the processor's grid metadata."""
+        if hasattr(model, "language_model") and not hasattr(model, "lm_head"):
+            return model
+        return model.model
+
+    def text_model(self, model: nn.Module) -> nn.Module:
+        """The LLM's decoder stack."""
+        return self.multimodal_module(model).language_model
+
+    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
+        """The LLM's decoder layers, checked to be pre-norm blocks the engine can split at the FFN."""
+        layers = self.text_model(model).layers
+        for part in LAYER_PARTS:
+            if not hasattr(layers[0], part):
+                raise TypeError(f"{self.name}: decoder layer {type(layers[0]).__name__} has no `{part}`")
+        return layers
+
+    def token_layout(self, module: nn.Module, inputs: dict[str, Any]) -> TokenLayout | None:
+        """Layout of the video tokens of a batch-1 prompt, or None when it has none."""
+        raise NotImplementedError
+
+    def install_extras(self, engine, model: nn.Module) -> list[Callable[[], None]]:
+        """Family-specific patches (e.g. Qwen3-VL deepstack); returns their undo callables."""
+        return []
+
+    def query_keys(self, attention: nn.Module, q_out: torch.Tensor, k_out: torch.Tensor,
+                   position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> QueryKeys:
+        """Rebuild the last query row and all keys, after q/k norms and rotary, from q_proj/k_proj outputs.
+
+        q_out: [1, n, H * d]; k_out: [1, n, H_kv * d]; cos, sin: [1, n, d]. These are the tensors the layer's
+        own attention computed (recorded by hooks), so the scores match what the attention used.
+        """
+        head_dim = attention.head_dim
+        n = k_out.shape[1]
+        query = q_out[0, -1:].reshape(1, -1, head_dim)  # [1, H, d]
+        keys = k_out[0].reshape(n, -1, head_dim)  # [n, H_kv, d]
+        if hasattr(attention, "q_norm"):
+            query, keys = attention.q_norm(query), attention.k_norm(keys)
+        cos, sin = (t[0][:, None, :] for t in position_embeddings)  # [n, 1, d]
+        query = query * cos[-1:] + rotate_half(query) * sin[-1:]
+        keys = keys * cos + rotate_half(keys) * sin
+        return QueryKeys(query=query[0], keys=keys.transpose(0, 1), scaling=float(attention.scaling))
+
+
+def token_positions(input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
+    """Sequence positions [n] of `token_id` in a batch-1 `input_ids` [1, N]."""
+    return torch.nonzero(input_ids[0] == token_id).flatten().cpu()
+
+
+def split_sizes(positions: torch.Tensor, sizes: list[int], what: str) -> list[torch.Tensor]:
+    """Split a position list into consecutive chunks of the given sizes, checking the total."""
+    if sum(sizes) != positions.numel():
+        raise ValueError(f"{what}: the prompt has {positions.numel()} tokens but the inputs describe {sum(sizes)}")
+    return list(torch.split(positions, sizes))

@@ -1,0 +1,53 @@
+"""InternVL (HF-native): each video frame is one image tile "FrameN: <img><IMG_CONTEXT>*P</img>"."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from framefusion.adapters.base import FamilyAdapter, token_positions
+from framefusion.layout import TokenLayout, VideoGrid, layout_from_videos
+
+MAX_FRAME_GAP = 16  # text tokens allowed between two frames of one video ("\nFrame12: <img>")
+
+
+class InternVLAdapter(FamilyAdapter):
+    """The processor turns a video into single-tile image blocks; runs of two or more such blocks are a video.
+
+    InternVL's inputs carry no video marker (videos arrive as `pixel_values` like images), so single-tile
+    images placed back to back are indistinguishable from a video and are treated as one.
+    """
+
+    name = "InternVL"
+    model_types = ("internvl",)
+
+    def token_layout(self, module: nn.Module, inputs: dict[str, Any]) -> TokenLayout | None:
+        """Find the runs of single-tile blocks and read each as a video of one frame per block."""
+        config = module.config
+        per_tile = int(config.image_seq_length)
+        positions = token_positions(inputs["input_ids"], config.image_token_id)
+        if positions.numel() == 0:
+            return None
+        blocks = torch.tensor_split(positions, (torch.nonzero(positions.diff() != 1).flatten() + 1).tolist())
+        side = math.isqrt(per_tile)
+        videos: list[list[torch.Tensor]] = []
+        current: list[torch.Tensor] = []
+        for block in blocks:  # a loop over image blocks (frames), not over tokens
+            single = block.numel() == per_tile
+            near = bool(current) and int(block[0] - current[-1][-1]) <= MAX_FRAME_GAP
+            if single and (near or not current):
+                current.append(block)
+                continue
+            if len(current) >= 2:
+                videos.append(current)
+            current = [block] if single else []
+        if len(current) >= 2:
+            videos.append(current)
+        if not videos:
+            return None
+        spans = [torch.cat(frames) for frames in videos]
+        grids = [VideoGrid(len(frames), side, side) for frames in videos]
+        return layout_from_videos(inputs["input_ids"].shape[-1], spans, grids)

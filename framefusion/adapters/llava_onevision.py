@@ -1,0 +1,35 @@
+"""LLaVA-OneVision (and HF-format LLaVA-Video): frames x pooled grid, then one newline token per video."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
+from framefusion.adapters.base import FamilyAdapter, split_sizes, token_positions
+from framefusion.layout import TokenLayout, VideoGrid, layout_from_videos
+
+
+class LlavaOneVisionAdapter(FamilyAdapter):
+    """Video features are pooled 2x2 per frame; the trailing image_newline token is never reduced."""
+
+    name = "LLaVA-OneVision"
+    model_types = ("llava_onevision",)
+    newline_tokens = 1  # separator tokens at the end of each video's span
+
+    def token_layout(self, module: nn.Module, inputs: dict[str, Any]) -> TokenLayout | None:
+        """Split the <video> tokens per video; each span is frames x P grid tokens plus the separators."""
+        pixels = inputs.get("pixel_values_videos")
+        if pixels is None:
+            return None
+        num_videos, frames = int(pixels.shape[0]), int(pixels.shape[1])
+        positions = token_positions(inputs["input_ids"], module.config.video_token_id)
+        if num_videos == 0 or positions.numel() % num_videos:
+            raise ValueError(f"{self.name}: {positions.numel()} video tokens for {num_videos} videos")
+        per_video = positions.numel() // num_videos
+        side = math.isqrt((per_video - self.newline_tokens) // frames)
+        grid = VideoGrid(frames, side, side)
+        spans = split_sizes(positions, [per_video] * num_videos, self.name)
+        spans = [span[: span.numel() - self.newline_tokens] for span in spans]
+        return layout_from_videos(inputs["input_ids"].shape[-1], spans, [grid] * num_videos)

@@ -1,0 +1,66 @@
+"""Token-budget bookkeeping and the paper's FLOP cost model (appendix 9)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def remaining_fractions(merge_ratios: Sequence[float]) -> list[float]:
+    """S_1..S_m: the fraction of vision tokens left after each recorded merge step."""
+    fractions, left = [], 1.0
+    for ratio in merge_ratios:
+        left *= 1.0 - ratio
+        fractions.append(left)
+    return fractions
+
+
+def prune_ratio(num_layers: int, cost: float, merge_ratios: Sequence[float]) -> float:
+    """r(m): the share of alive vision tokens still to remove so the KV budget lands on `cost`.
+
+    With m merge steps recorded, the next reduction takes effect from layer m on, so
+    T_m + (L - m) * S_m * (1 - r) = L * C. Returns a value in [0, 1]; 1.0 means the budget is
+    already spent (no positive count of tokens fits), which callers treat as "prune to the minimum".
+    """
+    m = len(merge_ratios)
+    if m >= num_layers:
+        return 0.0  # every layer's KV cache is already fixed: further removal changes no budget
+    fractions = remaining_fractions(merge_ratios)
+    spent = sum(fractions)
+    left = fractions[-1] if fractions else 1.0
+    room = num_layers * cost - spent
+    if room <= 0.0 or left <= 0.0:
+        return 1.0
+    keep = room / ((num_layers - m) * left)
+    return min(max(1.0 - keep, 0.0), 1.0)
+
+
+def kept_ratio(vision_tokens_per_layer: Sequence[int], num_vision_tokens: int) -> float:
+    """Achieved budget: mean over layers of vision tokens in the KV cache, over N_v (1.0 when dense)."""
+    if num_vision_tokens == 0 or not vision_tokens_per_layer:
+        return 1.0
+    return sum(vision_tokens_per_layer) / (len(vision_tokens_per_layer) * num_vision_tokens)
+
+
+def layer_flops(tokens_in: int, tokens_out: int, hidden: int, ffn: int, similarity: bool = False) -> float:
+    """FLOPs of one decoder layer: 4 N D^2 + 2 N^2 D + 3 N' D M, plus 3 N D for similarity."""
+    flops = 4 * tokens_in * hidden**2 + 2 * tokens_in**2 * hidden + 3 * tokens_out * hidden * ffn
+    if similarity:
+        flops += 3 * tokens_in * hidden
+    return float(flops)
+
+
+def prefill_flops(tokens_per_layer: Sequence[int], tokens_after: Sequence[int], hidden: int, ffn: int,
+                  similarity_layers: Sequence[bool] | None = None) -> float:
+    """Total prefill FLOPs of the decoder stack given each layer's token count in and out."""
+    sims = similarity_layers or [False] * len(tokens_per_layer)
+    return sum(
+        layer_flops(n_in, n_out, hidden, ffn, sim) for n_in, n_out, sim in zip(tokens_per_layer, tokens_after, sims)
+    )
+
+
+def ideal_speedup(dense_tokens: int, tokens_per_layer: Sequence[int], tokens_after: Sequence[int], hidden: int,
+                  ffn: int, similarity_layers: Sequence[bool] | None = None) -> float:
+    """Dense prefill FLOPs over reduced prefill FLOPs: the speed-up the cost model predicts."""
+    dense = prefill_flops([dense_tokens] * len(tokens_per_layer), [dense_tokens] * len(tokens_per_layer), hidden, ffn)
+    reduced = prefill_flops(tokens_per_layer, tokens_after, hidden, ffn, similarity_layers)
+    return dense / reduced

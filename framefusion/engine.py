@@ -1,0 +1,199 @@
+"""Runs a token reducer inside a stock Hugging Face video LLM: hooks, per-layer forward, KV-cache bookkeeping."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from framefusion.adapters.base import FamilyAdapter
+from framefusion.hooks import OutputRecorder, continuation_mask, current_forward, mark_reduced_cache, replace_forward
+from framefusion.layout import TokenLayout
+from framefusion.reduction import QueryKeys
+from framefusion.stats import ReductionStats
+
+SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+
+
+class Reducer(Protocol):
+    """A token-reduction policy for one prefill (FrameFusion's is `PrefillReduction`)."""
+
+    alive: torch.Tensor  # [n_alive] sequence positions still present
+    version: int  # changes whenever `alive` does
+    finished: bool
+
+    def prunes_at(self, point: int) -> bool: ...
+
+    def step(self, point: int, hidden: torch.Tensor, attention: QueryKeys | None = None) -> torch.Tensor: ...
+
+    def stats(self) -> ReductionStats: ...
+
+
+ReducerFactory = Callable[[TokenLayout, int, torch.device], Reducer]
+
+
+class ReductionEngine:
+    """Installs a reducer into a model; one instance per model, removed with `uninstall`."""
+
+    def __init__(self, model: nn.Module, adapter: FamilyAdapter, make_reducer: ReducerFactory, description: str):
+        self.model = model
+        self.adapter = adapter
+        self.make_reducer = make_reducer
+        self.description = description
+        self.layers = adapter.decoder_layers(model)
+        self.num_layers = len(self.layers)
+        self.run: Reducer | None = None
+        self.last_stats: ReductionStats | None = None
+        self._sliced: dict[tuple[int, int, torch.device], Any] = {}
+        self._undo: list[Callable[[], None]] = []
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def install(self) -> None:
+        """Hook the multimodal forward and route every decoder layer through the engine."""
+        check_attention(self.adapter.text_model(self.model))
+        module = self.adapter.multimodal_module(self.model)
+        self._signature = inspect.signature(module.forward)
+        before = module.register_forward_pre_hook(self._before_forward, with_kwargs=True)
+        after = module.register_forward_hook(self._after_forward, with_kwargs=True)
+        self._undo += [before.remove, after.remove]
+        for index, layer in enumerate(self.layers):
+            self._undo.append(replace_forward(layer, self._layer_forward(index, layer, current_forward(layer))))
+        self._undo += self.adapter.install_extras(self, self.model)
+
+    def uninstall(self) -> None:
+        """Undo every patch, in reverse order."""
+        while self._undo:
+            self._undo.pop()()
+        self.run = None
+
+    # ---- per-forward bookkeeping -------------------------------------------------------------------------
+    def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.run = None
+        self._sliced.clear()
+        inputs = dict(kwargs)
+        if args:
+            inputs.update(self._signature.bind_partial(*args).arguments)
+        input_ids = inputs.get("input_ids")
+        cache = inputs.get("past_key_values")
+        if getattr(cache, "is_compileable", False):
+            raise ValueError(f"{self.description} needs a dynamic KV cache; static/compiled caches are not supported")
+        if input_ids is None or input_ids.shape[-1] <= 1:
+            return  # decode step, or embeddings only: nothing to reduce
+        if cache is not None and cache.get_seq_length() > 0:
+            return  # continuing an earlier prompt: new tokens run dense on the (maybe reduced) cache
+        if input_ids.shape[0] != 1:
+            if any(self._layout(module, {**inputs, "input_ids": row[None]}) for row in input_ids):
+                raise ValueError(
+                    f"{self.description} reduces one prompt at a time: got a batch of {input_ids.shape[0]} prompts "
+                    "with video. Run them one by one, or remove the reduction for batched dense inference."
+                )
+            return
+        mask = inputs.get("attention_mask")
+        layout = self._layout(module, inputs)
+        if layout is None:
+            self.last_stats = None
+            return
+        if isinstance(mask, torch.Tensor) and mask.ndim == 2 and not bool(mask.all()):
+            raise ValueError(f"{self.description} does not support padded prompts (attention_mask has zeros)")
+        self.run = self.make_reducer(layout, self.num_layers, input_ids.device)
+
+    def _layout(self, module: nn.Module, inputs: dict) -> TokenLayout | None:
+        layout = self.adapter.token_layout(module, inputs)
+        if layout is None or layout.num_vision_tokens == 0:
+            return None
+        last = torch.tensor([layout.seq_len - 1])
+        return layout.without_positions(last)  # the last prompt token is never removed: it predicts the answer
+
+    def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        run, self.run = self.run, None
+        self._sliced.clear()
+        if run is None:
+            return
+        self.last_stats = run.stats()
+        cache = getattr(output, "past_key_values", None)
+        if cache is not None:
+            mark_reduced_cache(cache, self.last_stats.seq_len, self.last_stats.tokens_per_layer())
+
+    # ---- decoder layers ----------------------------------------------------------------------------------
+    def _layer_forward(self, index: int, layer: nn.Module, original: Callable) -> Callable:
+        def forward(*args, **kwargs):
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            rest = args[1:]
+            run = self.run
+            if run is None:
+                self._fix_decode_mask(index, hidden, kwargs)
+                return original(hidden, *rest, **kwargs)
+            if index == 0:
+                hidden = run.step(0, hidden)
+            kwargs = self._slice_inputs(run, hidden.device, kwargs)
+            if run.finished:
+                return original(hidden, *rest, **kwargs)
+            return self._reducing_block(index, layer, run, hidden, kwargs)
+
+        return forward
+
+    def _reducing_block(self, index: int, layer: nn.Module, run: Reducer, hidden: torch.Tensor,
+                        kwargs: dict) -> torch.Tensor:
+        """A pre-norm decoder layer with the reduction point between attention and FFN."""
+        attention = layer.self_attn
+        prunes = run.prunes_at(index + 1)
+        recorder = OutputRecorder({"q": attention.q_proj, "k": attention.k_proj}) if prunes else nullcontext()
+        residual = hidden
+        with recorder:
+            attn_out = attention(hidden_states=layer.input_layernorm(hidden), **kwargs)[0]
+        hidden = residual + attn_out
+        query_keys = None
+        if prunes:
+            query_keys = self.adapter.query_keys(attention, recorder.outputs["q"], recorder.outputs["k"],
+                                                 kwargs["position_embeddings"])
+        hidden = run.step(index + 1, hidden, query_keys)
+        residual = hidden
+        return residual + layer.mlp(layer.post_attention_layernorm(hidden))
+
+    def _slice_inputs(self, run: Reducer, device: torch.device, kwargs: dict) -> dict:
+        """Per-token layer inputs (mask, rotary cos/sin, position ids) cut to the alive tokens, cached per change."""
+        if run.version == 0:
+            return kwargs
+        sliced = dict(kwargs)
+        for name in ("attention_mask", "position_embeddings", "position_ids"):
+            value = kwargs.get(name)
+            if value is None:
+                continue
+            key = (run.version, id(value), device)
+            if key not in self._sliced:
+                self._sliced[key] = slice_tokens(name, value, run.alive.to(device))
+            sliced[name] = self._sliced[key]
+        return sliced
+
+    def _fix_decode_mask(self, index: int, hidden: torch.Tensor, kwargs: dict) -> None:
+        """On a cache filled by a reducing prefill, layers hold different lengths: give each its own mask."""
+        info = getattr(kwargs.get("past_key_values"), "_framefusion", None)
+        if info is None:
+            return
+        implementation = self.adapter.text_model(self.model).config._attn_implementation
+        kwargs["attention_mask"] = continuation_mask(hidden.shape[1], info.true_length(index), implementation,
+                                                     hidden.dtype, hidden.device)
+
+
+def slice_tokens(name: str, value: Any, alive: torch.Tensor) -> Any:
+    """Cut one per-token layer input down to the alive positions (sequence order kept)."""
+    if name == "position_embeddings":
+        return tuple(t.index_select(-2, alive.to(t.device)) for t in value)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"cannot reduce tokens with a {type(value).__name__} {name}; use sdpa, eager or flash attention")
+    if name == "attention_mask" and value.ndim == 4:  # [B, 1, N, N] prefill mask from an empty cache
+        return value.index_select(-2, alive).index_select(-1, alive)
+    return value.index_select(-1, alive)  # [B, N] padding mask or position ids
+
+
+def check_attention(text_model: nn.Module) -> None:
+    """Refuse attention implementations whose masks the engine cannot cut."""
+    implementation = text_model.config._attn_implementation
+    if implementation not in SUPPORTED_ATTENTION:
+        raise ValueError(
+            f"attention implementation {implementation!r} is not supported; use one of {', '.join(SUPPORTED_ATTENTION)}"
+        )

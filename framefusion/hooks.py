@@ -1,0 +1,100 @@
+"""Small pieces of model plumbing: rerouting a module's forward, recording q/k, marking a reduced KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def replace_forward(module: nn.Module, forward: Callable) -> Callable[[], None]:
+    """Send calls of `module` to `forward` (keeping accelerate's device hooks in front); returns the undo."""
+    if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward"):
+        previous = module._old_forward
+        module._old_forward = forward
+        return lambda: setattr(module, "_old_forward", previous)
+    had_own = "forward" in module.__dict__
+    previous = module.__dict__.get("forward")
+    module.forward = forward
+
+    def undo() -> None:
+        if had_own:
+            module.forward = previous
+        else:
+            del module.forward
+
+    return undo
+
+
+def current_forward(module: nn.Module) -> Callable:
+    """The callable that runs `module`'s own computation (under accelerate, its wrapped original)."""
+    if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward"):
+        return module._old_forward
+    return module.forward
+
+
+class OutputRecorder:
+    """Context manager keeping the outputs of some submodules for one call."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        self.modules = modules
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> "OutputRecorder":
+        for name, module in self.modules.items():
+            self._handles.append(module.register_forward_hook(self._keeper(name)))
+        return self
+
+    def _keeper(self, name: str) -> Callable:
+        def keep(_module, _args, output):
+            self.outputs[name] = output
+
+        return keep
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+@dataclass
+class ReducedCacheInfo:
+    """Marks a KV cache filled by a reducing prefill: layer l holds `dense_length - missing[l]` prompt tokens."""
+
+    missing: list[int]  # prompt tokens absent from each layer's cache
+    true_length: Callable[[int], int]  # the cache's own per-layer length
+
+
+def mark_reduced_cache(cache, dense_length: int, kv_lengths: list[int]) -> None:
+    """Make `cache.get_seq_length` report dense lengths so that later positions continue the dense model's."""
+    if getattr(cache, "_framefusion", None) is not None or not hasattr(cache, "get_seq_length"):
+        return
+    true_length = cache.get_seq_length
+    missing = [dense_length - kv for kv in kv_lengths]
+
+    def get_seq_length(layer_idx: int = 0) -> int:
+        extra = missing[layer_idx] if 0 <= layer_idx < len(missing) else 0
+        return true_length(layer_idx) + extra
+
+    cache.get_seq_length = get_seq_length
+    cache._framefusion = ReducedCacheInfo(missing, true_length)
+
+
+def continuation_mask(query_length: int, past_length: int, implementation: str, dtype: torch.dtype,
+                      device: torch.device) -> torch.Tensor | None:
+    """Attention mask for new tokens after a reduced prompt: all cached tokens, causal among the new ones.
+
+    Returns None where the implementation needs none (one new token, or flash attention's bottom-right causal).
+    """
+    if query_length == 1 or "flash" in implementation:
+        return None
+    new = torch.arange(query_length, device=device)
+    keys = torch.arange(past_length + query_length, device=device)
+    allowed = keys[None, :] <= (past_length + new)[:, None]  # [q, kv]
+    allowed = allowed[None, None]
+    if implementation == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return allowed

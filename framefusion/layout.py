@@ -1,0 +1,83 @@
+"""Where a prompt's video tokens sit: (video, frame, patch) for every reducible position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class VideoGrid:
+    """The token grid of one video as the LLM sees it."""
+
+    frames: int  # grid frames (Qwen2-VL: temporal patches)
+    rows: int
+    cols: int
+    raw_frames_per_frame: int = 1  # sampled frames folded into one grid frame (Qwen-VL temporal_patch_size)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """P: vision tokens per grid frame."""
+        return self.rows * self.cols
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Video tokens of one prompt; every other position (text, images, separators) is never reduced."""
+
+    seq_len: int
+    positions: torch.Tensor  # [N_v] long, ascending sequence positions of the video tokens
+    video: torch.Tensor  # [N_v] long, which video of the prompt
+    frame: torch.Tensor  # [N_v] long, grid frame inside its video
+    patch: torch.Tensor  # [N_v] long, row-major index inside its frame's grid
+    grids: tuple[VideoGrid, ...]  # one per video
+
+    @property
+    def num_vision_tokens(self) -> int:
+        """N_v."""
+        return int(self.positions.numel())
+
+    @property
+    def num_videos(self) -> int:
+        """Videos in the prompt."""
+        return len(self.grids)
+
+    def rows_cols(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid row and column of every video token, each [N_v] long."""
+        cols = torch.tensor([g.cols for g in self.grids], dtype=torch.long)[self.video]
+        return self.patch // cols, self.patch % cols
+
+    def without_positions(self, drop: torch.Tensor) -> "TokenLayout":
+        """The same layout with the given sequence positions removed from the reducible set."""
+        keep = ~torch.isin(self.positions, drop.to(self.positions.device))
+        return TokenLayout(self.seq_len, self.positions[keep], self.video[keep], self.frame[keep], self.patch[keep],
+                           self.grids)
+
+
+def layout_from_videos(seq_len: int, video_positions: list[torch.Tensor], grids: list[VideoGrid]) -> TokenLayout:
+    """Build a layout from each video's token positions (frame-major, row-major inside a frame)."""
+    if len(video_positions) != len(grids):
+        raise ValueError(f"{len(video_positions)} video token spans but {len(grids)} video grids")
+    positions, video, frame, patch = [], [], [], []
+    for index, (pos, grid) in enumerate(zip(video_positions, grids)):
+        expected = grid.frames * grid.tokens_per_frame
+        if pos.numel() != expected:
+            raise ValueError(
+                f"video {index}: {pos.numel()} video tokens in the prompt but its grid "
+                f"{grid.frames}x{grid.rows}x{grid.cols} needs {expected}"
+            )
+        local = torch.arange(expected, dtype=torch.long)
+        positions.append(pos.to("cpu", torch.long))
+        video.append(torch.full((expected,), index, dtype=torch.long))
+        frame.append(local // grid.tokens_per_frame)
+        patch.append(local % grid.tokens_per_frame)
+    empty = torch.zeros(0, dtype=torch.long)
+    return TokenLayout(
+        seq_len=seq_len,
+        positions=torch.cat(positions) if positions else empty,
+        video=torch.cat(video) if video else empty,
+        frame=torch.cat(frame) if frame else empty,
+        patch=torch.cat(patch) if patch else empty,
+        grids=tuple(grids),
+    )
