@@ -1,0 +1,61 @@
+"""Shared fixtures: cached tiny random models and synthetic video clips."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+
+from framefusion.video import VideoClip
+
+
+def make_random_clip(
+    num_frames: int = 8,
+    size: int = 64,
+    seed: int = 0,
+    static: bool = False,
+    static_fraction: float = 0.0,
+    fps: float = 30.0,
+    interval: float = 0.5,
+) -> VideoClip:
+    """A synthetic clip of random uint8 frames, `interval` seconds apart in a `fps` source.
+
+    static=True: every frame is identical. static_fraction=f: the top round(f * size) rows are the
+    same in every frame and the rest is fresh noise per frame (f=1 is the same as static=True).
+    """
+    if not 0.0 <= static_fraction <= 1.0:
+        raise ValueError(f"static_fraction must be in [0, 1]; got {static_fraction}")
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, size=(num_frames, size, size, 3), dtype=np.uint8)  # [T, H, W, 3]
+    static_rows = size if static else int(round(static_fraction * size))
+    frames[:, :static_rows] = frames[0, :static_rows]
+    timestamps = np.arange(num_frames, dtype=np.float64) * interval  # [T] seconds
+    return VideoClip(frames=frames, timestamps=timestamps, fps=fps, duration=num_frames * interval, source=None)
+
+
+@pytest.fixture
+def random_clip() -> Callable[..., VideoClip]:
+    """make_random_clip(num_frames=8, size=64, seed=0, static=False, static_fraction=0.0, ...)."""
+    return make_random_clip
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory() -> Callable[..., tuple[torch.nn.Module, Any]]:
+    """factory(family, **build_tiny_model_kwargs) -> (model, processor), built once per session per arguments.
+
+    The instances are shared between tests: undo any in-place change (e.g. remove_framefusion) before
+    the test ends.
+    """
+    from framefusion.tiny import build_tiny_model
+
+    cache: dict[str, tuple[torch.nn.Module, Any]] = {}
+
+    def factory(family: str, **kwargs: Any) -> tuple[torch.nn.Module, Any]:
+        key = f"{family}|{sorted(kwargs.items(), key=lambda item: item[0])!r}"
+        if key not in cache:
+            cache[key] = build_tiny_model(family, **kwargs)
+        return cache[key]
+
+    return factory
