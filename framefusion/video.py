@@ -101,7 +101,7 @@ def span_seconds(frame_times: Sequence[float] | np.ndarray, nominal_fps: float =
 
 
 def rotate_upright(frames: np.ndarray, rotation: float) -> np.ndarray:
-    """Turn frames [..., H, W, C] counter-clockwise by `rotation` degrees (nearest multiple of 90)."""
+    """Turn frames [..., H, W, C] counter-clockwise by `rotation` degrees (rounded to 90s)."""
     quarter_turns = round(rotation / 90) % 4
     if quarter_turns == 0:
         return frames
@@ -216,8 +216,10 @@ def probe_video(path: str | Path) -> VideoInfo:
     )
 
 
-def _load_av(path: Path, num_frames: int | None, fps: float | None, max_frames: int) -> VideoClip:
-    """Sample frames with PyAV: index packet timestamps, then decode once, keeping the chosen frames."""
+def _load_av(
+    path: Path, num_frames: int | None, fps: float | None, max_frames: int
+) -> VideoClip:
+    """Sample frames with PyAV: index packet timestamps, then decode once keeping the chosen."""
     index = _index_av(path)
     chosen = sample_indices(
         index.times, index.duration, num_frames=num_frames, fps=fps, max_frames=max_frames
@@ -260,7 +262,9 @@ def _load_av(path: Path, num_frames: int | None, fps: float | None, max_frames: 
 # ---------------------------------------------------------------- decord
 
 
-def _load_decord(path: Path, num_frames: int | None, fps: float | None, max_frames: int) -> VideoClip:
+def _load_decord(
+    path: Path, num_frames: int | None, fps: float | None, max_frames: int
+) -> VideoClip:
     """Sample frames with decord, which applies rotation metadata itself."""
     import decord
 

@@ -34,7 +34,8 @@ def numbered_frames(count: int = COUNT, height: int = HEIGHT, width: int = WIDTH
 
 def frame_ids(frames: np.ndarray) -> np.ndarray:
     """Recover the index of each numbered frame [T, H, W, 3] after compression."""
-    return np.round((frames.reshape(len(frames), -1).mean(axis=1) - LEVEL0) / LEVEL_STEP).astype(int)
+    brightness = frames.reshape(len(frames), -1).mean(axis=1)  # [T]
+    return np.round((brightness - LEVEL0) / LEVEL_STEP).astype(int)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -80,7 +81,8 @@ def test_span_seconds():
 
 
 @pytest.mark.parametrize(
-    "rotation, corner", [(90, (-1, 0)), (180, (-1, -1)), (-90, (0, -1)), (270, (0, -1)), (-180, (-1, -1))]
+    "rotation, corner",
+    [(90, (-1, 0)), (180, (-1, -1)), (-90, (0, -1)), (270, (0, -1)), (-180, (-1, -1))],
 )
 def test_rotate_upright_turns_counter_clockwise(rotation, corner):
     frame = np.zeros((4, 6, 3), np.uint8)
@@ -131,7 +133,9 @@ def videos(tmp_path_factory):
         "vfr": write_video(folder / "vfr.mp4", frames, FPS, timestamps=vfr_times),
         "vfr_times": vfr_times,
         # Stored sideways; the display matrix turns it 90 degrees counter-clockwise to upright.
-        "rotated": write_video(folder / "rotated.mp4", rotate_upright(upright, -90), FPS, rotation=90),
+        "rotated": write_video(
+            folder / "rotated.mp4", rotate_upright(upright, -90), FPS, rotation=90
+        ),
         "upright": upright,
         "folder": folder,
     }
@@ -164,7 +168,9 @@ def test_decoders_read_every_frame(videos, decoder, name):
 
 
 @pytest.mark.parametrize("name", ["cfr", "mpeg4", "vfr", "rotated"])
-@pytest.mark.parametrize("sampling", [{}, {"num_frames": 7}, {"fps": 3.0}, {"fps": 50.0, "max_frames": 5}])
+@pytest.mark.parametrize(
+    "sampling", [{}, {"num_frames": 7}, {"fps": 3.0}, {"fps": 50.0, "max_frames": 5}]
+)
 def test_decoders_agree(videos, name, sampling):
     by_av = load_video(videos[name], decoder="av", **sampling)
     by_decord = load_video(videos[name], decoder="decord", **sampling)
@@ -230,7 +236,8 @@ def write_audio_only(path):
     """An AAC file: readable media without a video stream."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        silence = np.zeros((1, 1024), np.float32)  # [channels, samples]
+        frame = av.AudioFrame.from_ndarray(silence, format="fltp", layout="mono")
         frame.sample_rate = 16000
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
@@ -288,7 +295,9 @@ def test_bad_files_raise_video_error(broken, decoder, name, message):
     assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
 
 
-@pytest.mark.parametrize("name", ["missing.mp4", "empty.mp4", "text.mp4", "audio.m4a", "frameless.avi"])
+@pytest.mark.parametrize(
+    "name", ["missing.mp4", "empty.mp4", "text.mp4", "audio.m4a", "frameless.avi"]
+)
 def test_probe_bad_files_raise_video_error(broken, name):
     with pytest.raises(VideoError):
         probe_video(broken / name)
