@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -17,6 +18,7 @@ from framefusion.reduction import QueryKeys
 from framefusion.stats import ReductionStats
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+VIDEO_INPUTS = "_framefusion_video_inputs"  # attribute carrying video metadata on encoded video features
 
 
 class Reducer(Protocol):
@@ -60,9 +62,27 @@ class ReductionEngine:
         before = module.register_forward_pre_hook(self._before_forward, with_kwargs=True)
         after = module.register_forward_hook(self._after_forward, with_kwargs=True)
         self._undo += [before.remove, after.remove]
+        if hasattr(module, "get_video_features"):
+            self._undo.append(self._tag_video_features(module))
         for index, layer in enumerate(self.layers):
             self._undo.append(replace_forward(layer, self._layer_forward(index, layer, current_forward(layer))))
         self._undo += self.adapter.install_extras(self, self.model)
+
+    def _tag_video_features(self, module: nn.Module) -> Callable[[], None]:
+        """Attach the video metadata to encoded video features, which `generate` passes on without the grids."""
+        original = module.get_video_features
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)  # generate reads the signature to pick the encoder's arguments
+        def get_video_features(*args, **kwargs):
+            output = original(*args, **kwargs)
+            video = self.adapter.video_inputs(signature.bind_partial(*args, **kwargs).arguments)
+            if video is not None and not isinstance(output, (tuple, list, torch.Tensor)):
+                setattr(output, VIDEO_INPUTS, video)
+            return output
+
+        module.get_video_features = get_video_features
+        return lambda: delattr(module, "get_video_features")
 
     def uninstall(self) -> None:
         """Undo every patch, in reverse order."""
@@ -85,15 +105,19 @@ class ReductionEngine:
             return  # decode step, or embeddings only: nothing to reduce
         if cache is not None and cache.get_seq_length() > 0:
             return  # continuing an earlier prompt: new tokens run dense on the (maybe reduced) cache
+        video = self.adapter.video_inputs(inputs)
+        if video is None:
+            encoded = (inputs.get("mm_encoder_outputs") or {}).get("video")
+            video = getattr(encoded, VIDEO_INPUTS, None)
         if input_ids.shape[0] != 1:
-            if any(self._layout(module, {**inputs, "input_ids": row[None]}) for row in input_ids):
+            if video is not None or any(self._layout(module, row[None], None) for row in input_ids):
                 raise ValueError(
                     f"{self.description} reduces one prompt at a time: got a batch of {input_ids.shape[0]} prompts "
                     "with video. Run them one by one, or remove the reduction for batched dense inference."
                 )
             return
         mask = inputs.get("attention_mask")
-        layout = self._layout(module, inputs)
+        layout = self._layout(module, input_ids, video)
         if layout is None:
             self.last_stats = None
             return
@@ -101,8 +125,8 @@ class ReductionEngine:
             raise ValueError(f"{self.description} does not support padded prompts (attention_mask has zeros)")
         self.run = self.make_reducer(layout, self.num_layers, input_ids.device)
 
-    def _layout(self, module: nn.Module, inputs: dict) -> TokenLayout | None:
-        layout = self.adapter.token_layout(module, inputs)
+    def _layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict | None) -> TokenLayout | None:
+        layout = self.adapter.token_layout(module, input_ids, video)
         if layout is None or layout.num_vision_tokens == 0:
             return None
         last = torch.tensor([layout.seq_len - 1])

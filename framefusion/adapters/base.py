@@ -44,7 +44,15 @@ class FamilyAdapter:
                 raise TypeError(f"{self.name}: decoder layer {type(layers[0]).__name__} has no `{part}`")
         return layers
 
-    def token_layout(self, module: nn.Module, inputs: dict[str, Any]) -> TokenLayout | None:
+    def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """The video metadata the layout needs, read from forward or `get_video_features` arguments.
+
+        `generate` encodes videos before the prefill and drops their grids from the forward's arguments, so
+        the engine also reads them where the features were made and passes them along with the features.
+        """
+        return None
+
+    def token_layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict[str, Any] | None) -> TokenLayout | None:
         """Layout of the video tokens of a batch-1 prompt, or None when it has none."""
         raise NotImplementedError
 

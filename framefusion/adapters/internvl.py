@@ -15,30 +15,35 @@ MAX_FRAME_GAP = 16  # text tokens allowed between two frames of one video ("\nFr
 
 
 class InternVLAdapter(FamilyAdapter):
-    """The processor turns a video into single-tile image blocks; runs of two or more such blocks are a video.
+    """The processor turns a video into single-tile image blocks; a video is a run of two or more of them.
 
-    InternVL's inputs carry no video marker (videos arrive as `pixel_values` like images), so single-tile
-    images placed back to back are indistinguishable from a video and are treated as one.
+    InternVL's inputs carry no video marker (videos arrive as `pixel_values` like images). Frames of one
+    video are close together and preceded by the same token (the end of "FrameN: "); an image before the
+    video is preceded by other text and stays apart. Single-tile images written back to back with the same
+    label pattern ("Image-1: <image>\nImage-2: <image>") cannot be told from a video and are read as one.
     """
 
     name = "InternVL"
     model_types = ("internvl",)
 
-    def token_layout(self, module: nn.Module, inputs: dict[str, Any]) -> TokenLayout | None:
+    def token_layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict[str, Any] | None) -> TokenLayout | None:
         """Find the runs of single-tile blocks and read each as a video of one frame per block."""
         config = module.config
         per_tile = int(config.image_seq_length)
-        positions = token_positions(inputs["input_ids"], config.image_token_id)
+        positions = token_positions(input_ids, config.image_token_id)
         if positions.numel() == 0:
             return None
         blocks = torch.tensor_split(positions, (torch.nonzero(positions.diff() != 1).flatten() + 1).tolist())
         side = math.isqrt(per_tile)
+        ids = input_ids[0].cpu()
         videos: list[list[torch.Tensor]] = []
         current: list[torch.Tensor] = []
         for block in blocks:  # a loop over image blocks (frames), not over tokens
             single = block.numel() == per_tile
-            near = bool(current) and int(block[0] - current[-1][-1]) <= MAX_FRAME_GAP
-            if single and (near or not current):
+            label = int(ids[block[0] - 2]) if block[0] >= 2 else -1  # the token before "<img>"
+            joins = (bool(current) and int(block[0] - current[-1][-1]) <= MAX_FRAME_GAP
+                     and label == int(ids[current[0][0] - 2]))
+            if single and joins:
                 current.append(block)
                 continue
             if len(current) >= 2:
@@ -50,4 +55,4 @@ class InternVLAdapter(FamilyAdapter):
             return None
         spans = [torch.cat(frames) for frames in videos]
         grids = [VideoGrid(len(frames), side, side) for frames in videos]
-        return layout_from_videos(inputs["input_ids"].shape[-1], spans, grids)
+        return layout_from_videos(input_ids.shape[-1], spans, grids)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter, split_sizes, token_positions
@@ -18,13 +19,17 @@ class LlavaOneVisionAdapter(FamilyAdapter):
     model_types = ("llava_onevision",)
     newline_tokens = 1  # separator tokens at the end of each video's span
 
-    def token_layout(self, module: nn.Module, inputs: dict[str, Any]) -> TokenLayout | None:
+    def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """How many videos, and frames per video ([videos, frames, C, H, W] pixels)."""
+        pixels = arguments.get("pixel_values_videos")
+        return None if pixels is None else {"videos": int(pixels.shape[0]), "frames": int(pixels.shape[1])}
+
+    def token_layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict[str, Any] | None) -> TokenLayout | None:
         """Split the <video> tokens per video; each span is frames x P grid tokens plus the separators."""
-        pixels = inputs.get("pixel_values_videos")
-        if pixels is None:
+        if not video:
             return None
-        num_videos, frames = int(pixels.shape[0]), int(pixels.shape[1])
-        positions = token_positions(inputs["input_ids"], module.config.video_token_id)
+        num_videos, frames = video["videos"], video["frames"]
+        positions = token_positions(input_ids, module.config.video_token_id)
         if num_videos == 0 or positions.numel() % num_videos:
             raise ValueError(f"{self.name}: {positions.numel()} video tokens for {num_videos} videos")
         per_video = positions.numel() // num_videos
@@ -32,4 +37,4 @@ class LlavaOneVisionAdapter(FamilyAdapter):
         grid = VideoGrid(frames, side, side)
         spans = split_sizes(positions, [per_video] * num_videos, self.name)
         spans = [span[: span.numel() - self.newline_tokens] for span in spans]
-        return layout_from_videos(inputs["input_ids"].shape[-1], spans, [grid] * num_videos)
+        return layout_from_videos(input_ids.shape[-1], spans, [grid] * num_videos)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter, split_sizes, token_positions
@@ -16,15 +17,20 @@ class Qwen2VLAdapter(FamilyAdapter):
     name = "Qwen2-VL"
     model_types = ("qwen2_vl",)
 
-    def token_layout(self, module: nn.Module, inputs: dict[str, Any]) -> TokenLayout | None:
+    def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """The (t, h, w) patch grid of every video."""
+        grid_thw = arguments.get("video_grid_thw")
+        return None if grid_thw is None else {"video_grid_thw": grid_thw}
+
+    def token_layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict[str, Any] | None) -> TokenLayout | None:
         """Video tokens in prompt order, split per video by its grid; frames may be separated by text."""
-        grid_thw = inputs.get("video_grid_thw")
-        if grid_thw is None:
+        if not video:
             return None
+        grid_thw = video["video_grid_thw"]
         config = module.config
         merge = config.vision_config.spatial_merge_size
         temporal = getattr(config.vision_config, "temporal_patch_size", 1)
         grids = [VideoGrid(int(t), int(h) // merge, int(w) // merge, temporal) for t, h, w in grid_thw.tolist()]
-        positions = token_positions(inputs["input_ids"], config.video_token_id)
+        positions = token_positions(input_ids, config.video_token_id)
         spans = split_sizes(positions, [g.frames * g.tokens_per_frame for g in grids], self.name)
-        return layout_from_videos(inputs["input_ids"].shape[-1], spans, grids)
+        return layout_from_videos(input_ids.shape[-1], spans, grids)

@@ -1,0 +1,400 @@
+"""FrameFusion inside real (tiny, random) Hugging Face video LLMs, checked against the slow reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_random_clip
+from reference_framefusion import capture_dense_inputs, reference_greedy_decode, reference_prefill
+
+from framefusion import FrameFusionConfig, UnsupportedModelError, apply_framefusion, last_stats, remove_framefusion
+from framefusion.adapters import adapter_for
+from framefusion.prompting import prepare_inputs
+from framefusion.stats import MERGED
+from framefusion.tiny import FAMILIES
+from framefusion.video import VideoClip
+
+QUESTION = "What is happening in the video?"
+
+
+def noisy_clip(num_frames=8, size=64, seed=0, noise=(0.0, 40.0)) -> VideoClip:
+    """One random image repeated with per-frame Gaussian noise growing from noise[0] to noise[1]."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(size, size, 3)).astype(np.float32)
+    sigmas = np.linspace(noise[0], noise[1], num_frames)
+    frames = np.stack([np.clip(base + rng.normal(0, s, base.shape), 0, 255) for s in sigmas]).astype(np.uint8)
+    return VideoClip(frames, np.arange(num_frames) * 0.5, 30.0, num_frames * 0.5)
+
+
+def model_parts(model):
+    adapter = adapter_for(model)
+    text = adapter.text_model(model)
+    return adapter, adapter.decoder_layers(model), text
+
+
+def run_reference(model, inputs, config):
+    adapter, layers, text = model_parts(model)
+    layout = adapter.token_layout(adapter.multimodal_module(model), inputs["input_ids"], adapter.video_inputs(dict(inputs)))
+    return reference_prefill(model, dict(inputs), layout, config, layers, text, text.norm, model.lm_head)
+
+
+def engine_kv_vision(stats) -> list[list[int]]:
+    """Per layer, the sorted positions of the vision tokens in its KV cache."""
+    return [sorted(stats.vision_positions[stats.alive_after(layer)].tolist()) for layer in range(stats.num_layers)]
+
+
+def engine_final_positions(stats) -> list[int]:
+    vision = set(stats.vision_positions.tolist())
+    alive_vision = set(stats.vision_positions[stats.removed_at < 0].tolist())
+    return [p for p in range(stats.seq_len) if p not in vision or p in alive_vision]
+
+
+def reduced_forward(model, inputs, config: FrameFusionConfig):
+    apply_framefusion(model, config.cost, config.similarity_lower_bound, config.ratio_lower_bound)
+    try:
+        with torch.no_grad():
+            logits = model(**inputs).logits[0]
+        return logits, last_stats(model)
+    finally:
+        remove_framefusion(model)
+
+
+def assert_matches_reference(model, inputs, config):
+    reference = run_reference(model, inputs, config)
+    logits, stats = reduced_forward(model, inputs, config)
+    assert [(s.point, s.kind, s.removed) for s in stats.steps] == reference.steps
+    assert engine_kv_vision(stats) == reference.kv_vision
+    assert engine_final_positions(stats) == reference.final_positions
+    torch.testing.assert_close(logits, reference.logits, atol=2e-5, rtol=1e-4)
+    return stats
+
+
+# ---- 1. cost = 1.0 is the dense model; remove restores it ------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cost_one_is_dense_and_remove_restores(family, tiny_model_factory):
+    model, processor = tiny_model_factory(family)
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
+    with torch.no_grad():
+        dense = model(**inputs).logits
+        apply_framefusion(model, cost=1.0)
+        try:
+            assert torch.equal(model(**inputs).logits, dense)
+            assert last_stats(model).kept_ratio == 1.0
+            apply_framefusion(model, cost=0.3)
+            reduced = model(**inputs).logits
+            assert reduced.shape[1] < dense.shape[1]
+        finally:
+            remove_framefusion(model)
+        assert torch.equal(model(**inputs).logits, dense)
+
+
+# ---- 2. the engine equals the slow reference in every regime ---------------------------------------------
+REGIMES = {
+    # name: (clip, config, check on the recorded steps)
+    "one-shot top-k merge": (
+        lambda: noisy_clip(8, noise=(2, 30)), FrameFusionConfig(cost=0.3),
+        lambda steps: steps[0].kind == "merge" and steps[0].capped and steps[0].removed > 0 and len(steps) == 1,
+    ),
+    "several merge steps": (
+        lambda: noisy_clip(16, noise=(0, 120)), FrameFusionConfig(cost=0.5, similarity_lower_bound=0.7,
+                                                                  ratio_lower_bound=0.02),
+        lambda steps: sum(s.kind == "merge" and s.removed > 0 for s in steps) >= 3 and steps[-1].kind == "prune",
+    ),
+    "merge then prune": (
+        lambda: make_random_clip(8, static_fraction=0.5), FrameFusionConfig(cost=0.3),
+        lambda steps: steps[0].kind == "merge" and steps[0].removed > 0 and steps[-1].kind == "prune",
+    ),
+    "immediate prune": (
+        lambda: make_random_clip(8), FrameFusionConfig(cost=0.3, similarity_lower_bound=2.0),
+        lambda steps: [s.kind for s in steps] == ["merge", "prune"] and steps[0].removed == 0 and steps[1].point == 1,
+    ),
+}
+
+
+@pytest.mark.parametrize("regime", list(REGIMES))
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_engine_matches_reference(regime, attention, tiny_model_factory):
+    make_clip, config, regime_happened = REGIMES[regime]
+    model, processor = tiny_model_factory("qwen2_vl", num_layers=8, attn_implementation=attention)
+    inputs = prepare_inputs(processor, [make_clip()], QUESTION)
+    stats = assert_matches_reference(model, inputs, config)
+    assert regime_happened(stats.steps), [(s.point, s.kind, s.removed, s.capped) for s in stats.steps]
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "qwen2_vl"])
+def test_engine_matches_reference_in_every_family(family, tiny_model_factory):
+    model, processor = tiny_model_factory(family, num_layers=6)
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
+    stats = assert_matches_reference(model, inputs, FrameFusionConfig(cost=0.3))
+    assert stats.steps[0].kind == "merge" and stats.steps[0].removed > 0
+
+
+# ---- 3. budget and monotone counts ------------------------------------------------------------------------
+@pytest.mark.parametrize("cost", [0.2, 0.3, 0.5, 0.7])
+@pytest.mark.parametrize("static_fraction", [0.0, 0.25, 0.5])
+def test_achieved_budget_lands_on_cost(cost, static_fraction, tiny_model_factory):
+    model, processor = tiny_model_factory("qwen2_vl", num_layers=12)
+    inputs = prepare_inputs(processor, [make_random_clip(16, static_fraction=static_fraction)], QUESTION)
+    _, stats = reduced_forward(model, inputs, FrameFusionConfig(cost=cost))
+    assert abs(stats.kept_ratio - cost) <= 0.02, (stats.kept_ratio, stats.steps)
+    for counts in (stats.vision_tokens_per_layer(), stats.tokens_per_layer()):
+        assert all(a >= b for a, b in zip(counts, counts[1:]))
+
+
+# ---- 4. transitive groups inside the model ---------------------------------------------------------------
+def test_merged_token_holds_the_mean_of_its_group(tiny_model_factory):
+    model, processor = tiny_model_factory("qwen2_vl", num_layers=4)
+    _, layers, _ = model_parts(model)
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
+    seen = {}
+
+    def keep_embeds(module, args, kwargs):
+        seen["embeds"] = (args[0] if args else kwargs["hidden_states"])[0].clone()
+
+    def keep_merged(module, args):
+        seen["merged"] = args[0][0].clone()
+
+    handles = [layers[0].register_forward_pre_hook(keep_embeds, with_kwargs=True),
+               layers[0].input_layernorm.register_forward_pre_hook(keep_merged)]
+    try:
+        _, stats = reduced_forward(model, inputs, FrameFusionConfig(cost=0.3))
+    finally:
+        for handle in handles:
+            handle.remove()
+    owner = stats.representatives(0)
+    alive_positions = [p for p in range(stats.seq_len)
+                       if p not in set(stats.vision_positions[stats.removed_at == 0].tolist())]
+    row_of = {p: r for r, p in enumerate(alive_positions)}
+    sizes = torch.bincount(owner[owner >= 0], minlength=stats.num_vision_tokens)
+    assert int(sizes.max()) >= 3  # runs of merged tokens, not just pairs
+    for head in torch.nonzero(sizes > 1).flatten().tolist():
+        members = stats.vision_positions[owner == head]
+        expected = seen["embeds"][members].mean(dim=0)
+        got = seen["merged"][row_of[int(stats.vision_positions[head])]]
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+# ---- 5. generate, several videos, images, text ----------------------------------------------------------
+def extended_inputs(inputs, tokens: list[int]):
+    extra = torch.tensor([tokens])
+    out = dict(inputs)
+    out["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
+    out["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
+    if "mm_token_type_ids" in inputs:
+        out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], dim=1)
+    return out
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava_onevision"])
+def test_generate_matches_reference_decode(family, tiny_model_factory):
+    model, processor = tiny_model_factory(family, num_layers=6)
+    _, layers, text = model_parts(model)
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
+    config = FrameFusionConfig(cost=0.3)
+    new_tokens = 6
+    reference = run_reference(model, inputs, config)
+    first = int(reference.logits[-1].argmax())
+    probe = extended_inputs(inputs, [first] * new_tokens)  # positions only depend on the length
+    cos_sin = capture_dense_inputs(model, probe, layers, text)["cos_sin"]
+    ref_tokens, ref_logits = reference_greedy_decode(reference, first, new_tokens - 1, cos_sin, layers,
+                                                     text.embed_tokens, text.norm, model.lm_head,
+                                                     inputs["input_ids"].shape[1])
+    apply_framefusion(model, config.cost)
+    try:
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
+                                 return_dict_in_generate=True)
+    finally:
+        remove_framefusion(model)
+    generated = out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+    assert generated == ref_tokens
+    for step, logits in enumerate(ref_logits, start=1):
+        torch.testing.assert_close(out.logits[step][0], logits, atol=2e-5, rtol=1e-4)
+
+
+def test_two_videos_are_reduced_each_within_itself(tiny_model_factory):
+    model, processor = tiny_model_factory("qwen2_vl", num_layers=6)
+    clips = [make_random_clip(8, static_fraction=0.5, seed=1), make_random_clip(8, static_fraction=0.25, seed=2)]
+    inputs = prepare_inputs(processor, clips, "Compare the two videos.")
+    stats = assert_matches_reference(model, inputs, FrameFusionConfig(cost=0.3))
+    assert len(stats.grids) == 2
+    merged = stats.removed_by == MERGED
+    video = stats.token_grid[:, 0]
+    assert merged.any()
+    assert torch.equal(video[merged], video[stats.merged_into[merged]])
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision", "internvl"])
+def test_image_plus_video_keeps_the_image_dense(family, tiny_model_factory):
+    model, processor = tiny_model_factory(family, num_layers=6)
+    image = np.random.default_rng(3).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION, images=[image])
+    stats = assert_matches_reference(model, inputs, FrameFusionConfig(cost=0.3))
+    image_token = model.config.image_token_id
+    image_positions = torch.nonzero(inputs["input_ids"][0] == image_token).flatten()
+    if family == "internvl":  # frames are image tiles too; this template writes the image after the frames
+        image_positions = image_positions[8 * 16:]
+        assert stats.num_vision_tokens == 8 * 16
+    assert image_positions.numel() > 0
+    assert not set(image_positions.tolist()) & set(stats.vision_positions.tolist())
+    assert set(image_positions.tolist()) <= set(engine_final_positions(stats))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_text_only_and_image_only_prompts_stay_dense(family, tiny_model_factory):
+    model, processor = tiny_model_factory(family)
+    image = np.random.default_rng(4).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    for inputs in (prepare_inputs(processor, [], "Tell me a story."),
+                   prepare_inputs(processor, [], "Describe the picture.", images=[image])):
+        with torch.no_grad():
+            dense = model(**inputs).logits
+            apply_framefusion(model, cost=0.3)
+            try:
+                assert torch.equal(model(**inputs).logits, dense)
+                assert last_stats(model) is None
+                model.generate(**inputs, max_new_tokens=2, do_sample=False)
+            finally:
+                remove_framefusion(model)
+
+
+# ---- KV cache and decode positions -------------------------------------------------------------------------
+def test_cache_holds_alive_tokens_and_reports_dense_length(tiny_model_factory):
+    model, processor = tiny_model_factory("qwen2_vl", num_layers=6)
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
+    apply_framefusion(model, cost=0.3)
+    try:
+        with torch.no_grad():
+            out = model(**inputs, use_cache=True)
+        stats = last_stats(model)
+        cache = out.past_key_values
+        assert [layer.keys.shape[-2] for layer in cache.layers] == stats.tokens_per_layer()
+        assert cache.get_seq_length() == inputs["input_ids"].shape[1]
+    finally:
+        remove_framefusion(model)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_several_new_tokens_at_once_equal_one_by_one(attention, tiny_model_factory):
+    model, processor = tiny_model_factory("llava_onevision", num_layers=4, attn_implementation=attention)
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
+    new = torch.tensor([[5, 6, 7]])
+    n = inputs["input_ids"].shape[1]
+    positions = torch.arange(n, n + 3)[None]
+    apply_framefusion(model, cost=0.3)
+    try:
+        with torch.no_grad():
+            chunk_cache = model(**inputs, use_cache=True).past_key_values
+            chunk = model(input_ids=new, past_key_values=chunk_cache, position_ids=positions).logits[0]
+            step_cache = model(**inputs, use_cache=True).past_key_values
+            steps = [model(input_ids=new[:, i:i + 1], past_key_values=step_cache,
+                           position_ids=positions[:, i:i + 1]).logits[0, -1] for i in range(3)]
+    finally:
+        remove_framefusion(model)
+    torch.testing.assert_close(chunk, torch.stack(steps), atol=2e-5, rtol=1e-4)
+
+
+# ---- refusals and errors -----------------------------------------------------------------------------------
+def test_batch_of_videos_is_refused_but_batch_of_text_runs(tiny_model_factory):
+    model, processor = tiny_model_factory("qwen2_vl")
+    clip = make_random_clip(8)
+    single = prepare_inputs(processor, [clip], QUESTION)
+    batch = {k: torch.cat([v, v]) if k in ("input_ids", "attention_mask", "mm_token_type_ids") else
+             torch.cat([v, v]) if k in ("pixel_values_videos", "video_grid_thw") else v for k, v in single.items()}
+    apply_framefusion(model)
+    try:
+        with pytest.raises(ValueError, match="one prompt at a time"):
+            model(**batch)
+        text = processor.tokenizer(["hello there", "a red ball"], return_tensors="pt", padding=True)
+        model.generate(**text, max_new_tokens=2, do_sample=False)
+    finally:
+        remove_framefusion(model)
+
+
+def test_padded_prompt_is_refused(tiny_model_factory):
+    model, processor = tiny_model_factory("qwen2_vl")
+    inputs = dict(prepare_inputs(processor, [make_random_clip(8)], QUESTION))
+    inputs["attention_mask"] = inputs["attention_mask"].clone()
+    inputs["attention_mask"][0, 0] = 0
+    apply_framefusion(model)
+    try:
+        with pytest.raises(ValueError, match="padded"):
+            model(**inputs)
+    finally:
+        remove_framefusion(model)
+
+
+def test_unsupported_model_lists_families():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    with pytest.raises(UnsupportedModelError, match="Qwen2-VL.*InternVL"):
+        apply_framefusion(model)
+
+
+@pytest.mark.parametrize("kwargs, name", [({"cost": 0}, "cost"), ({"similarity_lower_bound": -2}, "similarity"),
+                                          ({"ratio_lower_bound": 2}, "ratio_lower_bound")])
+def test_out_of_range_parameters_are_rejected(kwargs, name, tiny_model_factory):
+    model, _ = tiny_model_factory("qwen2_vl")
+    with pytest.raises(ValueError, match=name):
+        apply_framefusion(model, **kwargs)
+    assert not any("forward" in layer.__dict__ for layer in model_parts(model)[1])
+
+
+# ---- dtypes, attention implementations, accelerate --------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision(dtype, tiny_model_factory):
+    model, processor = tiny_model_factory("qwen2_vl", num_layers=8, dtype=dtype)
+    inputs = prepare_inputs(processor, [make_random_clip(16, static_fraction=0.5)], QUESTION)
+    apply_framefusion(model, cost=0.3)
+    try:
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        stats = last_stats(model)
+    finally:
+        remove_framefusion(model)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 3
+    assert abs(stats.kept_ratio - 0.3) <= 0.02
+
+
+def test_flash_attention_2_when_installed(tiny_model_factory):
+    pytest.importorskip("flash_attn", reason="flash-attn is not installed (it needs a CUDA GPU)")
+    if not torch.cuda.is_available():
+        pytest.skip("flash_attention_2 needs a CUDA GPU")
+    model, processor = tiny_model_factory("qwen2_vl", attn_implementation="flash_attention_2", dtype=torch.bfloat16)
+    model.cuda()
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION).to("cuda")
+    apply_framefusion(model)
+    try:
+        model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        assert abs(last_stats(model).kept_ratio - 0.3) <= 0.05
+    finally:
+        remove_framefusion(model)
+        model.cpu()
+
+
+def test_accelerate_dispatch_keeps_working(tmp_path):
+    from accelerate.hooks import AlignDevicesHook, add_hook_to_module
+    from transformers import AutoModelForImageTextToText
+
+    from framefusion.tiny import build_tiny_model, save_tiny_checkpoint
+
+    path = save_tiny_checkpoint("qwen2_vl", tmp_path / "ckpt", num_layers=6)
+    plain, processor = build_tiny_model("qwen2_vl", num_layers=6)
+    dispatched = AutoModelForImageTextToText.from_pretrained(path, device_map="auto").eval()
+    for layer in model_parts(dispatched)[1]:  # force accelerate's forward wrapping on every layer
+        add_hook_to_module(layer, AlignDevicesHook(execution_device="cpu"), append=True)
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
+    outputs = []
+    for model in (plain, dispatched):
+        apply_framefusion(model, cost=0.3)
+        try:
+            with torch.no_grad():
+                outputs.append((model(**inputs).logits, model.generate(**inputs, max_new_tokens=4, do_sample=False),
+                                last_stats(model).kept_ratio))
+        finally:
+            remove_framefusion(model)
+    torch.testing.assert_close(outputs[0][0], outputs[1][0])
+    assert torch.equal(outputs[0][1], outputs[1][1]) and outputs[0][2] == outputs[1][2]
+    assert all(hasattr(layer, "_hf_hook") for layer in model_parts(dispatched)[1])
