@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from framefusion.budget import kept_ratio
+from framefusion.budget import ideal_speedup, kept_ratio
 from framefusion.layout import VideoGrid
 
 KEPT, MERGED, PRUNED = 0, 1, 2
@@ -55,6 +55,21 @@ class ReductionStats:
         """All tokens (text, images, video) in each layer's KV cache."""
         others = self.seq_len - self.num_vision_tokens
         return [others + n for n in self.vision_tokens_per_layer()]
+
+    def ffn_tokens_per_layer(self) -> list[int]:
+        """All tokens entering each layer's FFN (after the reduction point that follows its attention)."""
+        alive = [int(self.alive_after(layer + 1).sum()) for layer in range(self.num_layers)]
+        return [self.seq_len - self.num_vision_tokens + n for n in alive]
+
+    def similarity_layers(self) -> list[bool]:
+        """Whether each layer computed merge similarities (point 0 counts for layer 0)."""
+        points = {s.point for s in self.steps if s.kind == "merge"}
+        return [layer + 1 in points or (layer == 0 and 0 in points) for layer in range(self.num_layers)]
+
+    def ideal_speedup(self, hidden_size: int, ffn_size: int) -> float:
+        """Dense over reduced prefill FLOPs of the decoder stack by the paper's cost model (appendix 9)."""
+        return ideal_speedup(self.seq_len, self.tokens_per_layer(), self.ffn_tokens_per_layer(), hidden_size,
+                             ffn_size, self.similarity_layers())
 
     @property
     def kept_ratio(self) -> float:

@@ -190,3 +190,20 @@ def test_state_machine_tight_budget_prunes_to_one_token_per_video():
     stats = run.stats()
     assert stats.steps[-1].kind == "prune"
     assert stats.vision_tokens_per_layer()[-1] == 1
+
+
+def test_stats_token_counts_and_ideal_speedup():
+    layout = make_layout(frames=8)
+    torch.manual_seed(1)
+    hidden = torch.randn(1, layout.seq_len, 16)
+    hidden[0, 7:11] = hidden[0, 3:7]
+    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2), num_layers=8,
+                           device=torch.device("cpu"))
+    out = run.step(0, hidden)
+    run.step(1, out, QueryKeys(torch.randn(4, 8), torch.randn(2, out.shape[1], 8), 0.35))
+    stats = run.stats()
+    kv, ffn = stats.tokens_per_layer(), stats.ffn_tokens_per_layer()
+    assert kv[0] == layout.seq_len - 4 and ffn[0] < kv[0]  # layer 0 prunes after its attention
+    assert ffn[:-1] == kv[1:]
+    assert stats.similarity_layers() == [True] + [False] * 7
+    assert stats.ideal_speedup(16, 32) > 1.0
