@@ -1,0 +1,159 @@
+"""Prefill speed of FrameFusion against the dense model on a full-depth, reduced-width Qwen2-VL-shaped model.
+
+Measures, per frame count: the LLM prefill time (vision features precomputed, logits for the last token
+only, as in `generate`), the ideal speed-up from the paper's cost model, the measured speed-up and its share
+of the ideal, and the engine's own overhead (layout, similarity, grouping, importance, gathering, slicing)
+as a share of the dense prefill.
+
+    python benchmarks/engine_speed.py --frames 32 64 --repeats 3
+    python benchmarks/engine_speed.py --device cuda --dtype bf16 --hidden 3584 --ffn 18944 --heads 28 --kv-heads 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from framefusion import apply_framefusion, last_stats, remove_framefusion
+from framefusion.adapters.base import FamilyAdapter
+from framefusion.engine import ReductionEngine
+from framefusion.prompting import prepare_inputs
+from framefusion.reduction import PrefillReduction
+from framefusion.synthetic import make_sample
+from framefusion.tiny import build_tiny_model
+from framefusion.video import VideoClip
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class EngineTimer:
+    """Accumulates wall time spent inside the engine's own code during a forward pass."""
+
+    TIMED = [(PrefillReduction, "step"), (ReductionEngine, "_slice_inputs"), (ReductionEngine, "_before_forward"),
+             (ReductionEngine, "_after_forward"), (FamilyAdapter, "query_keys")]
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds = defaultdict(float)
+        self._originals = []
+
+    def __enter__(self):
+        for owner, name in self.TIMED:
+            original = getattr(owner, name)
+            self._originals.append((owner, name, original))
+            setattr(owner, name, self._timed(name, original))
+        return self
+
+    def _timed(self, name, original):
+        def wrapper(*args, **kwargs):
+            sync(self.device)
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                sync(self.device)
+                self.seconds[name] += time.perf_counter() - start
+        return wrapper
+
+    def __exit__(self, *exc):
+        for owner, name, original in self._originals:
+            setattr(owner, name, original)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_clip(num_frames: int, size: int) -> VideoClip:
+    """A synthetic needle video (textured background, moving distractors) like the demo benchmark's."""
+    sample = make_sample("color", seed=7, num_frames=num_frames, size=size)
+    return VideoClip(sample.frames, np.arange(num_frames) / 8.0, 8.0, num_frames / 8.0)
+
+
+def prefill_seconds(model, inputs, features, device, repeats: int) -> list[float]:
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):  # the first run warms up and is dropped
+            sync(device)
+            start = time.perf_counter()
+            model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                  mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
+                  mm_encoder_outputs={"video": features}, use_cache=True, logits_to_keep=1)
+            sync(device)
+            times.append(time.perf_counter() - start)
+    return times[1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--size", type=int, default=160, help="frame side in pixels (16 px per video token)")
+    parser.add_argument("--layers", type=int, default=28)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--ffn", type=int, default=1536)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--cost", type=float, default=0.3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model, processor = build_tiny_model("qwen2_vl", num_layers=args.layers, hidden_size=args.hidden,
+                                        num_heads=args.heads, num_kv_heads=args.kv_heads,
+                                        intermediate_size=args.ffn, image_size=args.size, dtype=DTYPES[args.dtype])
+    model.to(device)
+    rows = []
+    for frames in args.frames:
+        inputs = prepare_inputs(processor, [synthetic_clip(frames, args.size)], "What color is the square?").to(device)
+        apply_framefusion(model, cost=args.cost)  # encode once with the engine on, so the features carry the grid
+        with torch.no_grad():
+            features = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+        remove_framefusion(model)
+        dense = prefill_seconds(model, inputs, features, device, args.repeats)
+        apply_framefusion(model, cost=args.cost)
+        with EngineTimer(device) as timer:
+            reduced = prefill_seconds(model, inputs, features, device, args.repeats)
+        stats = last_stats(model)
+        remove_framefusion(model)
+        overhead = sum(timer.seconds.values()) / (args.repeats + 1)
+        dense_s, reduced_s = statistics.median(dense), statistics.median(reduced)
+        ideal = stats.ideal_speedup(args.hidden, args.ffn)
+        rows.append({
+            "frames": frames, "prompt_tokens": stats.seq_len, "vision_tokens": stats.num_vision_tokens,
+            "kept_ratio": round(stats.kept_ratio, 4), "dense_prefill_s": round(dense_s, 4),
+            "framefusion_prefill_s": round(reduced_s, 4), "speedup": round(dense_s / reduced_s, 3),
+            "ideal_speedup": round(ideal, 3), "share_of_ideal": round(dense_s / reduced_s / ideal, 3),
+            "overhead_s": round(overhead, 5), "overhead_share_of_dense": round(overhead / dense_s, 4),
+            "steps": [f"{s.kind}@{s.point}:-{s.removed}" for s in stats.steps],
+        })
+    if args.json:
+        print(json.dumps({"config": vars(args), "rows": rows}, indent=2))
+        return
+    print(f"Qwen2-VL-shaped random model: {args.layers} layers, hidden {args.hidden}, FFN {args.ffn}, "
+          f"{args.heads} heads / {args.kv_heads} KV heads, {args.dtype} on {args.device}; cost {args.cost}; "
+          f"median of {args.repeats} after 1 warm-up")
+    print("| frames | prompt tokens | vision tokens | kept_ratio | dense prefill (s) | FrameFusion prefill (s) "
+          "| speed-up | ideal (cost model) | share of ideal | engine overhead / dense |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['frames']} | {r['prompt_tokens']} | {r['vision_tokens']} | {r['kept_ratio']:.3f} "
+              f"| {r['dense_prefill_s']:.3f} | {r['framefusion_prefill_s']:.3f} | {r['speedup']:.2f}x "
+              f"| {r['ideal_speedup']:.2f}x | {100 * r['share_of_ideal']:.0f}% | {100 * r['overhead_share_of_dense']:.2f}% |")
+    for r in rows:
+        print(f"frames {r['frames']}: steps {', '.join(r['steps'])}")
+
+
+if __name__ == "__main__":
+    main()
