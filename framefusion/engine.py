@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter
-from framefusion.hooks import OutputRecorder, continuation_mask, current_forward, mark_reduced_cache, replace_forward
+from framefusion.hooks import (OutputRecorder, continuation_mask, current_forward, keep_cache_rows, mark_reduced_cache,
+                               replace_forward)
 from framefusion.layout import TokenLayout
 from framefusion.reduction import QueryKeys
 from framefusion.stats import ReductionStats
@@ -34,6 +35,11 @@ class Reducer(Protocol):
 
     def stats(self) -> ReductionStats: ...
 
+    # Optional, for methods that change attention instead of removing tokens (StreamingLLM):
+    # prefill_attention_mask(implementation, dtype, device) -> the mask every layer's prefill attention uses over
+    #     the alive tokens, in the implementation's form, or None to keep the model's own;
+    # kv_keep: [n] rows of every layer's KV cache to keep once the prefill ends (None or absent: keep all).
+
 
 ReducerFactory = Callable[[TokenLayout, int, torch.device], Reducer]
 
@@ -47,6 +53,7 @@ class ReductionEngine:
         self.make_reducer = make_reducer
         self.description = description
         self.layers = adapter.decoder_layers(model)
+        self.text_config = adapter.text_model(model).config
         self.num_layers = len(self.layers)
         self.run: Reducer | None = None
         self.last_stats: ReductionStats | None = None
@@ -56,7 +63,7 @@ class ReductionEngine:
     # ---- lifecycle -------------------------------------------------------------------------------------
     def install(self) -> None:
         """Hook the multimodal forward and route every decoder layer through the engine."""
-        check_attention(self.adapter.text_model(self.model))
+        check_attention(self.text_config._attn_implementation)
         module = self.adapter.multimodal_module(self.model)
         self._signature = inspect.signature(module.forward)
         before = module.register_forward_pre_hook(self._before_forward, with_kwargs=True)
@@ -140,6 +147,9 @@ class ReductionEngine:
         self.last_stats = run.stats()
         cache = getattr(output, "past_key_values", None)
         if cache is not None:
+            keep = getattr(run, "kv_keep", None)
+            if keep is not None:
+                keep_cache_rows(cache, keep)
             mark_reduced_cache(cache, self.last_stats.seq_len, self.last_stats.tokens_per_layer())
 
     # ---- decoder layers ----------------------------------------------------------------------------------
@@ -154,6 +164,7 @@ class ReductionEngine:
             if index == 0:
                 hidden = run.step(0, hidden)
             kwargs = self._slice_inputs(run, hidden.device, kwargs)
+            kwargs = self._reducer_mask(run, hidden, kwargs)
             if run.finished:
                 return original(hidden, *rest, **kwargs)
             return self._reducing_block(index, layer, run, hidden, kwargs)
@@ -193,14 +204,25 @@ class ReductionEngine:
             sliced[name] = self._sliced[key]
         return sliced
 
+    def _reducer_mask(self, run: Reducer, hidden: torch.Tensor, kwargs: dict) -> dict:
+        """The prefill attention mask a reducer asks for (made once per change of the alive tokens)."""
+        make = getattr(run, "prefill_attention_mask", None)
+        if make is None:
+            return kwargs
+        key = ("mask", run.version, hidden.device)
+        if key not in self._sliced:
+            implementation = self.adapter.text_model(self.model).config._attn_implementation
+            self._sliced[key] = make(implementation, hidden.dtype, hidden.device)
+        return kwargs if self._sliced[key] is None else {**kwargs, "attention_mask": self._sliced[key]}
+
     def _fix_decode_mask(self, index: int, hidden: torch.Tensor, kwargs: dict) -> None:
         """On a cache filled by a reducing prefill, layers hold different lengths: give each its own mask."""
         info = getattr(kwargs.get("past_key_values"), "_framefusion", None)
         if info is None:
             return
-        implementation = self.adapter.text_model(self.model).config._attn_implementation
-        kwargs["attention_mask"] = continuation_mask(hidden.shape[1], info.true_length(index), implementation,
-                                                     hidden.dtype, hidden.device)
+        kwargs["attention_mask"] = continuation_mask(hidden.shape[1], info.true_length(index),
+                                                     self.text_config._attn_implementation, hidden.dtype,
+                                                     hidden.device)
 
 
 def slice_tokens(name: str, value: Any, alive: torch.Tensor) -> Any:
@@ -214,9 +236,8 @@ def slice_tokens(name: str, value: Any, alive: torch.Tensor) -> Any:
     return value.index_select(-1, alive)  # [B, N] padding mask or position ids
 
 
-def check_attention(text_model: nn.Module) -> None:
+def check_attention(implementation: str) -> None:
     """Refuse attention implementations whose masks the engine cannot cut."""
-    implementation = text_model.config._attn_implementation
     if implementation not in SUPPORTED_ATTENTION:
         raise ValueError(
             f"attention implementation {implementation!r} is not supported; use one of {', '.join(SUPPORTED_ATTENTION)}"
