@@ -1,0 +1,40 @@
+"""FrameFusion from Python on a tiny random Qwen2-VL built locally (runs offline, on the CPU, in seconds).
+
+    python examples/python_api.py
+
+With a real checkpoint, replace `build_tiny_model(...)` by
+`Qwen2VLForConditionalGeneration.from_pretrained("Qwen/Qwen2-VL-7B-Instruct", torch_dtype="auto", device_map="auto")`
+and `AutoProcessor.from_pretrained(...)`; nothing else changes.
+"""
+
+import numpy as np
+import torch
+
+from framefusion import apply_framefusion, last_stats, remove_framefusion
+from framefusion.prompting import prepare_inputs
+from framefusion.tiny import build_tiny_model
+from framefusion.video import VideoClip
+
+model, processor = build_tiny_model("qwen2_vl", num_layers=8)
+
+# 16 frames whose top half never changes: FrameFusion merges those patches into the first frame's.
+rng = np.random.default_rng(0)
+frames = rng.integers(0, 256, size=(16, 64, 64, 3), dtype=np.uint8)
+frames[:, :32] = frames[0, :32]
+clip = VideoClip(frames=frames, timestamps=np.arange(16) / 4.0, fps=4.0, duration=4.0)
+inputs = prepare_inputs(processor, [clip], "What happens in the video?")
+
+with torch.no_grad():
+    dense = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    apply_framefusion(model, cost=0.3, similarity_lower_bound=0.6, ratio_lower_bound=0.1)
+    reduced = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+
+stats = last_stats(model)
+print(f"vision tokens: {stats.num_vision_tokens}, achieved budget (kept_ratio): {stats.kept_ratio:.3f}")
+print("vision tokens in each layer's KV cache:", stats.vision_tokens_per_layer())
+for step in stats.steps:
+    print(f"  point {step.point}: {step.kind} removed {step.removed} of {step.vision_before}")
+print("dense answer ids:      ", dense[0, inputs["input_ids"].shape[1]:].tolist())
+print("FrameFusion answer ids:", reduced[0, inputs["input_ids"].shape[1]:].tolist())
+
+remove_framefusion(model)  # back to the exact dense model
