@@ -94,7 +94,22 @@ def continuation_mask(query_length: int, past_length: int, implementation: str, 
     new = torch.arange(query_length, device=device)
     keys = torch.arange(past_length + query_length, device=device)
     allowed = keys[None, :] <= (past_length + new)[:, None]  # [q, kv]
-    allowed = allowed[None, None]
+    return as_attention_mask(allowed[None, None], implementation, dtype)
+
+
+def as_attention_mask(allowed: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean [B, 1, q, kv] mask (True = may attend) in the form the attention implementation takes."""
     if implementation == "eager":
-        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed,
+                                                                                        torch.finfo(dtype).min)
     return allowed
+
+
+def keep_cache_rows(cache, rows: torch.Tensor) -> None:
+    """Keep only the given sequence rows [n] of every layer's cached keys and values (others are evicted)."""
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
+            continue
+        index = rows.to(layer.keys.device)
+        layer.keys = layer.keys.index_select(-2, index)
+        layer.values = layer.values.index_select(-2, index)
