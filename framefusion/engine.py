@@ -211,8 +211,7 @@ class ReductionEngine:
             return kwargs
         key = ("mask", run.version, hidden.device)
         if key not in self._sliced:
-            implementation = self.adapter.text_model(self.model).config._attn_implementation
-            self._sliced[key] = make(implementation, hidden.dtype, hidden.device)
+            self._sliced[key] = make(self.text_config._attn_implementation, hidden.dtype, hidden.device)
         return kwargs if self._sliced[key] is None else {**kwargs, "attention_mask": self._sliced[key]}
 
     def _fix_decode_mask(self, index: int, hidden: torch.Tensor, kwargs: dict) -> None:

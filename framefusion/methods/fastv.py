@@ -1,0 +1,61 @@
+"""FastV (arXiv 2403.06764) as the FrameFusion paper runs it: after the attention of layer K = 2, prune video
+tokens by the attention the last prompt query gives them, once, so that the mean over layers of video tokens
+in the KV cache equals the budget.
+
+Layers 0..K hold all N_v video tokens in their KV cache (layer K's attention still saw them), layers K+1..L-1
+hold the k kept ones, so  (K+1) * N_v + (L-K-1) * k = L * C * N_v, i.e.
+
+    k = round(N_v * (L * C - (K + 1)) / (L - K - 1))      clipped to [0, N_v]
+
+When L * C <= K + 1 the budget cannot be met: FastV keeps the fewest it may (one token per video) and the
+statistics report the budget it reached. A model with L <= K + 1 layers prunes after layer L - 2 instead
+(the last layer is then the only reduced one); a one-layer model cannot prune by attention at all.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from framefusion.api import install_reducer
+from framefusion.methods.common import check_budget
+from framefusion.methods.oneshot import OneShotReduction
+from framefusion.prune import keep_most_important, keep_one_per_video, last_query_importance
+
+FASTV_LAYER = 2  # K: prune after this layer's attention (the paper's setting, appendix 7)
+
+
+def fastv_point(num_layers: int, layer: int = FASTV_LAYER) -> int | None:
+    """The reduction point l + 1 after which the KV caches shrink; None when the model is too shallow (L = 1)."""
+    point = min(layer + 1, num_layers - 1)
+    return point if point >= 1 else None
+
+
+def fastv_keep_count(num_vision: int, num_layers: int, budget: float, point: int) -> int:
+    """k: video tokens kept so that (point * N_v + (L - point) * k) / (L * N_v) = budget, clipped to [0, N_v]."""
+    k = round(num_vision * (num_layers * budget - point) / (num_layers - point))
+    return min(max(k, 0), num_vision)
+
+
+def fastv_keep(layout, vision_hidden, attention, keep_count: int):
+    """keep [N_v] bool: the keep_count video tokens the last query attends to most (one per video if 0)."""
+    positions = layout.positions.to(attention.keys.device)
+    importance = last_query_importance(attention.query, attention.keys, attention.scaling)[positions]  # [N_v]
+    if keep_count > 0:
+        return keep_most_important(importance, keep_count, positions)
+    return keep_one_per_video(importance, layout.video.to(positions.device), positions)
+
+
+def apply_fastv(model: nn.Module, budget: float = 0.3, layer: int = FASTV_LAYER) -> nn.Module:
+    """Install FastV in place: prune after layer `layer`'s attention so the mean KV budget is `budget`."""
+    check_budget(budget)
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise ValueError(f"layer={layer!r} is out of range: expected an integer >= 0")
+
+    def make_reducer(layout, num_layers, device):
+        point = fastv_point(num_layers, layer)
+        count = fastv_keep_count(layout.num_vision_tokens, num_layers, budget, point) if point else 0
+        return OneShotReduction(layout, num_layers, device, "fastv", point,
+                                lambda lay, hidden, attention: fastv_keep(lay, hidden, attention, count),
+                                needs_attention=True)
+
+    return install_reducer(model, make_reducer, f"FastV(budget={budget}, layer={layer})")
