@@ -1,0 +1,145 @@
+"""`uniform`, the paper's Original*: the dense model on fewer frames, sampled uniformly (frame rate scaled by the
+budget).
+
+Frame count: a clip of T frames makes G = ceil(T / r) grid frames, r = the model's temporal patch size (2 for
+the Qwen-VL families, which fuse two sampled frames into one grid frame, else 1). `uniform` keeps
+G' = round(budget * G) grid frames, at least ceil(2 / r), at most G, i.e. T' = min(T, G' * r) sampled frames
+(an even count for Qwen-VL; at least 2, which Qwen3-VL's processor and InternVL's video layout need), taken at
+the centres of T' equal slots of the clip.
+
+kept_ratio: the video tokens of the reduced input over the video tokens the full clip would have had, i.e.
+sum over videos of (its tokens) * G / G'. This assumes a grid frame has the same token count however many frames
+the clip has, true for every supported family at a fixed frame size (a Qwen-VL processor whose pixel cap covers
+the whole clip could give fewer frames more tokens each; the ratio then understates the tokens kept). The model
+never sees the full clip, so `select_frames` records where each selection came from (frames kept -> frames of the
+clip); the statistics use the most recent selection that matches the prompt's grid, and a prompt matching none
+counts as its own full input (kept_ratio 1.0). Build uniform prompts from `select_frames`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from framefusion.api import install_reducer
+from framefusion.budget import ideal_speedup, kept_ratio
+from framefusion.layout import TokenLayout, VideoGrid
+from framefusion.methods.common import check_budget, per_video
+from framefusion.methods.oneshot import OneShotReduction
+from framefusion.stats import ReductionStats
+from framefusion.video import VideoClip
+
+MIN_FRAMES = 2  # Qwen3-VL's processor needs two frames per video, and InternVL reads one frame as an image
+_RECORD_SIZE = 64
+
+
+@dataclass
+class _Sampling:
+    """What `select_frames` knows without a model, and what it tells the statistics."""
+
+    temporal_patch: int = 1  # of the model `uniform` was last applied to
+    # frames selected -> frames of the clip they were selected from (most recent last)
+    sources: OrderedDict = field(default_factory=OrderedDict)
+
+    def remember(self, selected: int, source: int) -> None:
+        """Record one selection (bounded: the oldest are forgotten)."""
+        self.sources.pop(selected, None)
+        self.sources[selected] = source
+        while len(self.sources) > _RECORD_SIZE:
+            self.sources.popitem(last=False)
+
+    def source_frames(self, grid: VideoGrid) -> int | None:
+        """Frames of the full clip that a reduced video with this grid was selected from, if recorded."""
+        for selected in reversed(self.sources):
+            if math.ceil(selected / grid.raw_frames_per_frame) == grid.frames:
+                return self.sources[selected]
+        return None
+
+
+_SAMPLING = _Sampling()
+
+
+def temporal_patch_size(model: nn.Module) -> int:
+    """Sampled frames per grid frame of the model (Qwen-VL: temporal_patch_size, else 1)."""
+    vision = getattr(getattr(model, "config", None), "vision_config", None)
+    return int(getattr(vision, "temporal_patch_size", None) or 1)
+
+
+def uniform_frame_count(num_frames: int, budget: float, temporal_patch: int = 1, min_frames: int = MIN_FRAMES) -> int:
+    """T': sampled frames kept, a whole number of grid frames G' = round(budget * G), G = ceil(T / r)."""
+    if num_frames <= min_frames:
+        return num_frames
+    grid = math.ceil(num_frames / temporal_patch)
+    kept = min(max(round(budget * grid), math.ceil(min_frames / temporal_patch)), grid)
+    return min(num_frames, kept * temporal_patch)
+
+
+def uniform_indices(num_frames: int, count: int) -> np.ndarray:
+    """Indices [count] of the frames at the centres of `count` equal slots of num_frames frames."""
+    return np.floor((np.arange(count) + 0.5) * num_frames / count).astype(np.int64)
+
+
+def select_uniform_frames(clip: VideoClip, budget: float, model: nn.Module | None = None) -> VideoClip:
+    """The clip on fewer, uniformly spaced frames; the model (else the one `uniform` was last applied to) sets r."""
+    check_budget(budget)
+    patch = temporal_patch_size(model) if model is not None else _SAMPLING.temporal_patch
+    count = uniform_frame_count(clip.num_frames, budget, patch)
+    index = uniform_indices(clip.num_frames, count)
+    _SAMPLING.remember(count, clip.num_frames)
+    return VideoClip(frames=clip.frames[index], timestamps=np.asarray(clip.timestamps)[index], fps=clip.fps,
+                     duration=clip.duration, source=clip.source)
+
+
+@dataclass
+class UniformStats(ReductionStats):
+    """ReductionStats of the dense model on a reduced clip, measured against the full clip's video tokens."""
+
+    full_vision_tokens: int = 0  # video tokens the full clip(s) would have had
+
+    @property
+    def kept_ratio(self) -> float:
+        """Video tokens of the reduced input over those of the full input (every layer keeps all of them)."""
+        return kept_ratio(self.vision_tokens_per_layer(), self.full_vision_tokens or self.num_vision_tokens)
+
+    def ideal_speedup(self, hidden_size: int, ffn_size: int) -> float:
+        """Dense prefill on the full clip over dense prefill on the reduced one (per-frame text not counted)."""
+        full = self.seq_len + self.full_vision_tokens - self.num_vision_tokens
+        tokens = [self.seq_len] * self.num_layers
+        return ideal_speedup(full, tokens, tokens, hidden_size, ffn_size)
+
+    def to_dict(self) -> dict:
+        """ReductionStats.to_dict plus the full clip's video-token count."""
+        return {**super().to_dict(), "full_vision_tokens": self.full_vision_tokens}
+
+
+def full_vision_tokens(layout: TokenLayout) -> int:
+    """Video tokens the prompt would have had on the full clips recorded by `select_frames`."""
+    total = 0
+    for grid, (start, end) in zip(layout.grids, per_video(layout)):
+        source = _SAMPLING.source_frames(grid)
+        full_grid = math.ceil(source / grid.raw_frames_per_frame) if source is not None else grid.frames
+        total += (end - start) * full_grid // grid.frames
+    return total
+
+
+class UniformReduction(OneShotReduction):
+    """Removes nothing; reports the reduced input against the full clip."""
+
+    def __init__(self, layout: TokenLayout, num_layers: int, device):
+        super().__init__(layout, num_layers, device, "uniform", None)
+
+    def stats(self) -> UniformStats:
+        """Statistics with kept_ratio relative to the full clip's video tokens."""
+        base = super().stats()
+        return UniformStats(**vars(base), full_vision_tokens=full_vision_tokens(self.layout))
+
+
+def apply_uniform(model: nn.Module, budget: float = 0.3) -> nn.Module:
+    """Install the statistics of `uniform` (the model itself stays dense); select_frames picks the frames."""
+    check_budget(budget)
+    _SAMPLING.temporal_patch = temporal_patch_size(model)
+    return install_reducer(model, UniformReduction, f"uniform(budget={budget}: the dense model on fewer frames)")
