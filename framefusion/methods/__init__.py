@@ -2,6 +2,10 @@
 
 A method changes the model in place (`apply`) and may also change which frames are sampled
 (`select_frames`, e.g. the dense model on fewer frames). `dense` removes every reduction.
+
+Budget and kept_ratio mean the same for every method: kept_ratio = (1 / L) * sum over the L decoder layers of
+(video tokens in that layer's KV cache when decoding starts) / N_v, N_v = the prompt's video tokens (for
+`uniform`, those the full clip would have had). Each method is set up so that kept_ratio lands on the budget.
 """
 
 from __future__ import annotations
@@ -13,17 +17,23 @@ from typing import Any
 from torch import nn
 
 from framefusion.api import apply_framefusion, remove_framefusion
+from framefusion.methods.evs import apply_evs
+from framefusion.methods.fastv import apply_fastv
+from framefusion.methods.streamingllm import apply_streamingllm
+from framefusion.methods.uniform import apply_uniform, select_uniform_frames
+from framefusion.methods.vidcom2 import apply_vidcom2
 from framefusion.video import VideoClip
 
 
 @dataclass(frozen=True)
 class Method:
-    """One comparable method: how to install it on a model, and optionally how it picks frames."""
+    """One comparable method: how to install it on a model, the parameters it takes, how it picks frames."""
 
     name: str
     summary: str
     apply: Callable[..., nn.Module]  # apply(model, budget, **params) -> model
-    select_frames: Callable[[VideoClip, float], VideoClip] | None = None  # (clip, budget) -> clip
+    select_frames: Callable[..., VideoClip] | None = None  # (clip, budget, model=None) -> clip
+    params: tuple[str, ...] = ()  # keyword parameters `apply` takes besides the budget
 
 
 def _dense(model: nn.Module, budget: float, **params: Any) -> nn.Module:
@@ -37,7 +47,17 @@ def _framefusion(model: nn.Module, budget: float, **params: Any) -> nn.Module:
 METHODS: dict[str, Method] = {
     "dense": Method("dense", "the unmodified model", _dense),
     "framefusion": Method("framefusion", "merge similar, then prune unimportant video tokens (FrameFusion)",
-                          _framefusion),
+                          _framefusion, params=("similarity_lower_bound", "ratio_lower_bound")),
+    "fastv": Method("fastv", "prune video tokens by last-query attention after layer 2 (FastV)", apply_fastv,
+                    params=("layer",)),
+    "streamingllm": Method("streamingllm", "attention sink of 8 tokens plus a recent window (StreamingLLM)",
+                           apply_streamingllm, params=("sink",)),
+    "vidcom2": Method("vidcom2", "keep each frame's outlier tokens, frame budgets by distinctiveness (VidCom2)",
+                      apply_vidcom2),
+    "evs": Method("evs", "keep the first frame, then the tokens that changed most since the previous frame (EVS)",
+                  apply_evs),
+    "uniform": Method("uniform", "the dense model on fewer, uniformly sampled frames (Original*)", apply_uniform,
+                      select_frames=select_uniform_frames),
 }
 
 
@@ -55,11 +75,24 @@ def get_method(name: str) -> Method:
 
 
 def apply_method(model: nn.Module, name: str, budget: float = 0.3, **params: Any) -> nn.Module:
-    """Install method `name` on the model at the given budget (replacing any reduction already there)."""
-    return get_method(name).apply(model, budget, **params)
+    """Install method `name` on the model at the given budget (replacing any reduction already there).
 
-
-def select_frames(name: str, clip: VideoClip, budget: float) -> VideoClip:
-    """The frames the method feeds the model (most methods use all sampled frames)."""
+    Parameters of other methods (e.g. FrameFusion's similarity_lower_bound given to fastv) are dropped, so one
+    set of options can drive every method; a parameter no method takes is an error.
+    """
     method = get_method(name)
-    return method.select_frames(clip, budget) if method.select_frames else clip
+    known = {param for m in METHODS.values() for param in m.params}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise TypeError(f"unknown method parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return method.apply(model, budget, **{k: v for k, v in params.items() if k in method.params})
+
+
+def select_frames(name: str, clip: VideoClip, budget: float, model: nn.Module | None = None) -> VideoClip:
+    """The frames the method feeds the model (most methods use all sampled frames).
+
+    `model` tells frame-selecting methods the model's temporal patch size; without it `uniform` uses the model
+    it was last applied to.
+    """
+    method = get_method(name)
+    return method.select_frames(clip, budget, model=model) if method.select_frames else clip
