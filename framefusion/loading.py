@@ -1,0 +1,192 @@
+"""Load a supported video LLM and its processor by hub id, local directory, or "demo", on a chosen device."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from framefusion.adapters import ADAPTERS, UnsupportedModelError, adapter_for, supported_families
+
+DEVICES = ("auto", "cuda", "cpu", "mps")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
+DEMO = "demo"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "name" or "org/name"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be found or loaded, with a one-line message saying what to do."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with the processor and the settings it was loaded with."""
+
+    model: nn.Module
+    processor: Any
+    name: str  # what the user asked for: a hub id, a directory, or "demo"
+    device: torch.device
+    dtype: torch.dtype
+    is_demo: bool = False
+
+    @property
+    def family(self) -> str:
+        """The supported family the model belongs to (e.g. "Qwen2-VL")."""
+        return adapter_for(self.model).name
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" -> cuda if available, else mps, else cpu; an explicit device must be available."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if device == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if device == "cuda" and not cuda:
+        raise ModelLoadError("--device cuda: no CUDA GPU is available to this torch build; use --device cpu")
+    if device == "mps" and not mps:
+        raise ModelLoadError("--device mps: Apple's MPS backend is not available here; use --device cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """"auto" -> bf16 on CUDA (fp16 where bf16 is unsupported), fp16 on MPS, fp32 on CPU."""
+    if dtype != "auto":
+        try:
+            return DTYPES[dtype]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}; choose from auto, {', '.join(DTYPES)}") from None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def demo_model_directory() -> Path:
+    """Where the built-in demo model lives, or ModelLoadError if this installation has none."""
+    try:
+        from framefusion.demo import demo_model_path
+    except ImportError:
+        raise ModelLoadError(
+            "the built-in demo model is not available in this installation; pass --model with a hub id "
+            "(e.g. Qwen/Qwen2-VL-7B-Instruct) or a local model directory"
+        ) from None
+    try:
+        return Path(demo_model_path())
+    except (FileNotFoundError, OSError, RuntimeError) as error:
+        raise ModelLoadError(f"the built-in demo model cannot be used: {error}") from None
+
+
+def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "auto",
+               attn: str = "sdpa") -> LoadedModel:
+    """Load a supported video LLM and its processor (hub id, local directory, or "demo") for inference."""
+    if attn not in ATTENTION:
+        raise ValueError(f"unknown attention implementation {attn!r}; choose from {', '.join(ATTENTION)}")
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if attn == "flash_attention_2" and (torch_device.type != "cuda" or importlib.util.find_spec("flash_attn") is None):
+        raise ModelLoadError("--attn flash_attention_2 needs a CUDA GPU and the flash-attn package; use --attn sdpa")
+    is_demo = name_or_path == DEMO
+    source, local = _locate(name_or_path)
+    _check_supported(_model_type(source, local, name_or_path), name_or_path)
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    options: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": attn}
+    if torch_device.type == "cuda":
+        options["device_map"] = str(torch_device)  # load shards straight onto the GPU
+    try:
+        model = _from_pretrained(AutoModelForImageTextToText, source, local, name_or_path, **options)
+        processor = _from_pretrained(AutoProcessor, source, local, name_or_path)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"cannot load {name_or_path!r}: {_first_line(error)}") from error
+    if torch_device.type != "cuda":
+        model = model.to(torch_device)
+    return LoadedModel(model.eval(), processor, name_or_path, torch_device, torch_dtype, is_demo)
+
+
+def _locate(name_or_path: str) -> tuple[str, bool]:
+    """(where to load from, whether it is local): the demo, an existing directory, or a hub id."""
+    if name_or_path == DEMO:
+        return str(demo_model_directory()), True
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"--model expects a hub id or a model directory, got a file: {path}")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"not a model directory (no config.json): {path}")
+        return str(path), True
+    if not _HUB_ID.match(name_or_path) or name_or_path.startswith((".", "~")):
+        raise ModelLoadError(f"model directory not found: {path}")
+    return name_or_path, False
+
+
+def _from_pretrained(auto_class: Any, source: str, local: bool, name: str, **options: Any) -> Any:
+    """auto_class.from_pretrained: local files first; a hub id falls back to downloading when online."""
+    try:
+        return auto_class.from_pretrained(source, local_files_only=True, **options)
+    except OSError:
+        if local or _offline():
+            raise
+    try:
+        return auto_class.from_pretrained(source, **options)
+    except OSError:
+        raise ModelLoadError(_fetch_hint(name, "could not be loaded from the local cache or the Hugging Face Hub")) from None
+
+
+def _model_type(source: str, local: bool, name: str) -> str | None:
+    """The config's model_type: read from the directory's config.json, the local hub cache, or the Hub."""
+    if local:
+        try:
+            return json.loads((Path(source) / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError) as error:
+            raise ModelLoadError(f"cannot read {Path(source) / 'config.json'}: {_first_line(error)}") from None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = hf_hub_download(source, "config.json", local_files_only=True)
+    except (OSError, ValueError, EntryNotFoundError):
+        if _offline():
+            raise ModelLoadError(_fetch_hint(name, "is not in the local Hugging Face cache and the Hub is offline")) from None
+        try:
+            path = hf_hub_download(source, "config.json")
+        except Exception:  # not found, gated, no connection, timeouts: all mean "fetch it yourself"
+            raise ModelLoadError(
+                _fetch_hint(name, "could not be found locally or fetched from the Hugging Face Hub")
+            ) from None
+    return _model_type(str(Path(path).parent), True, name)
+
+
+def _check_supported(model_type: str | None, name: str) -> None:
+    """UnsupportedModelError unless an adapter handles the model_type."""
+    if not any(model_type in adapter.model_types for adapter in ADAPTERS):
+        raise UnsupportedModelError(
+            f"{name} is a {model_type!r} model, which framefusion does not support; supported families: "
+            + ", ".join(supported_families())
+        )
+
+
+def _offline() -> bool:
+    """Whether huggingface_hub was told not to use the network (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(flag.strip().lower() in {"1", "on", "yes", "true"} for flag in flags)
+
+
+def _fetch_hint(name: str, problem: str) -> str:
+    return (f"model {name!r} {problem}: run `hf download {name}` on a machine with internet access "
+            "(then copy the cache or the folder here), or pass a local model directory with --model")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
