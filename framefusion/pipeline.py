@@ -1,0 +1,209 @@
+"""Ask a video question with one token-reduction method and measure it: answer, tokens, timings, memory."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import BatchFeature, TextStreamer
+
+from framefusion.adapters import adapter_for
+from framefusion.api import last_stats, remove_framefusion
+from framefusion.loading import LoadedModel
+from framefusion.measure import clock, time_vision_encoder, track_peak_memory
+from framefusion.methods import apply_method, select_frames
+from framefusion.prompting import prepare_inputs
+from framefusion.stats import ReductionStats
+from framefusion.video import VideoClip
+
+
+@dataclass
+class Timings:
+    """Where the time of one answer went, in seconds (device-synchronised on CUDA and MPS)."""
+
+    vision_s: float  # inside the model's vision encoder (get_video_features / get_image_features)
+    prefill_s: float  # time to the first token, less vision_s
+    decode_s: float  # from the first token to the last
+    total_s: float  # the whole call: method install, processor, vision, prefill and decode
+
+    def to_dict(self) -> dict[str, float]:
+        """The four timings by name."""
+        return {"vision_s": self.vision_s, "prefill_s": self.prefill_s, "decode_s": self.decode_s,
+                "total_s": self.total_s}
+
+
+@dataclass
+class AskResult:
+    """One answer with what it cost; `stats` and `first_token_logits` stay out of the JSON."""
+
+    answer: str
+    model: str
+    method: str
+    budget: float  # the requested budget (a method without one ignores it; kept_ratio is what was achieved)
+    frames: int  # frames fed to the model, summed over videos
+    vision_tokens: int  # video tokens in the prompt (N_v)
+    kept_ratio: float  # achieved budget: mean over layers of vision tokens in the KV cache / N_v
+    tokens_per_layer: list[int]  # all tokens in each layer's KV cache after prefill
+    timings: Timings
+    peak_memory_bytes: int  # CUDA: max tensor bytes allocated; CPU/MPS: peak process RSS
+    stats: ReductionStats | None = field(default=None, repr=False)
+    first_token_logits: torch.Tensor | None = field(default=None, repr=False)  # [vocab] float32 on CPU
+    generated_tokens: int = 0
+    clips: list[VideoClip] = field(default_factory=list, repr=False)  # the frames the model saw (after the method's pick)
+
+    @property
+    def time_to_first_token_s(self) -> float:
+        """Vision encoder plus prefill."""
+        return self.timings.vision_s + self.timings.prefill_s
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object `framefusion ask --json` prints."""
+        return {
+            "answer": self.answer,
+            "model": self.model,
+            "method": self.method,
+            "budget": self.budget,
+            "frames": self.frames,
+            "vision_tokens": self.vision_tokens,
+            "kept_ratio": self.kept_ratio,
+            "tokens_per_layer": list(self.tokens_per_layer),
+            "timings": self.timings.to_dict(),
+            "peak_memory_bytes": self.peak_memory_bytes,
+        }
+
+
+@dataclass
+class Generation:
+    """What one timed `generate` call produced."""
+
+    sequences: torch.Tensor  # [1, prompt + new] token ids
+    prompt_length: int
+    first_token_logits: torch.Tensor  # [vocab] float32 on CPU
+    vision_s: float
+    first_token_s: float  # from the start of generate to the first token, vision included
+    decode_s: float  # from the first token to the end of generate
+    past_key_values: Any = None
+
+    @property
+    def new_tokens(self) -> torch.Tensor:
+        """[new] generated token ids."""
+        return self.sequences[0, self.prompt_length:]
+
+
+class _TimingStreamer(TextStreamer):
+    """Streams finished pieces of text to a callback and stamps the time of every generated token."""
+
+    def __init__(self, tokenizer: Any, on_text: Callable[[str], None] | None):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+        self.token_times: list[float] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.next_tokens_are_prompt:
+            self.token_times.append(time.perf_counter())  # generate hands over tokens on the CPU: already synced
+        super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text and self.on_text is not None:
+            self.on_text(text)
+
+
+def model_inputs(loaded: LoadedModel, clips: Sequence[VideoClip], question: str) -> BatchFeature:
+    """Processor outputs on the model's device, floating tensors in the model's dtype."""
+    inputs = prepare_inputs(loaded.processor, list(clips), question)
+    return BatchFeature({key: _to_model(value, loaded) for key, value in inputs.items()})
+
+
+def _to_model(value: Any, loaded: LoadedModel) -> Any:
+    if not isinstance(value, torch.Tensor):
+        return value
+    if torch.is_floating_point(value):
+        return value.to(loaded.device, dtype=loaded.dtype)
+    return value.to(loaded.device)
+
+
+def greedy_generate(loaded: LoadedModel, inputs: BatchFeature, max_new_tokens: int, *, min_new_tokens: int = 0,
+                    on_text: Callable[[str], None] | None = None, keep_cache: bool = False) -> Generation:
+    """Greedy `generate` with the vision encoder, the first token and decoding timed separately."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    streamer = _TimingStreamer(tokenizer, on_text)
+    config = copy.deepcopy(loaded.model.generation_config)
+    config.do_sample, config.temperature, config.top_p, config.top_k = False, None, None, None
+    config.max_new_tokens, config.min_new_tokens = max_new_tokens, min_new_tokens or None
+    config.return_dict_in_generate, config.output_logits = True, True
+    with torch.inference_mode(), time_vision_encoder(loaded.model, loaded.device) as encoder:
+        start = clock(loaded.device)
+        output = loaded.model.generate(**inputs, generation_config=config, streamer=streamer)
+        end = clock(loaded.device)
+    first = streamer.token_times[0] if streamer.token_times else end
+    return Generation(
+        sequences=output.sequences.cpu(),
+        prompt_length=int(inputs["input_ids"].shape[-1]),
+        first_token_logits=output.logits[0][0].float().cpu(),
+        vision_s=encoder.seconds,
+        first_token_s=first - start,
+        decode_s=end - first,
+        past_key_values=output.past_key_values if keep_cache else None,
+    )
+
+
+def dense_token_counts(model: nn.Module, inputs: BatchFeature) -> tuple[int, list[int]]:
+    """(N_v, tokens per layer) of the unreduced prompt."""
+    adapter = adapter_for(model)
+    module = adapter.multimodal_module(model)
+    input_ids = inputs["input_ids"]
+    layout = adapter.token_layout(module, input_ids, adapter.video_inputs(dict(inputs)))
+    vision = layout.num_vision_tokens if layout is not None else 0
+    return vision, [int(input_ids.shape[-1])] * len(adapter.decoder_layers(model))
+
+
+def ask(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], question: str, *, method: str = "framefusion",
+        budget: float = 0.3, similarity: float = 0.6, ratio_lower_bound: float = 0.1, max_new_tokens: int = 64,
+        on_text: Callable[[str], None] | None = None) -> AskResult:
+    """Answer a question about one or more clips greedily with `method` installed for the call (removed after)."""
+    clips = [clips] if isinstance(clips, VideoClip) else list(clips)
+    model = loaded.model
+    with track_peak_memory(loaded.device) as peak:
+        start = clock(loaded.device)
+        try:
+            apply_method(model, method, budget, similarity_lower_bound=similarity,
+                         ratio_lower_bound=ratio_lower_bound)  # the registry passes each method what it takes
+            clips = [select_frames(method, clip, budget) for clip in clips]  # after apply: knows the model
+            inputs = model_inputs(loaded, clips, question)
+            generation = greedy_generate(loaded, inputs, max_new_tokens, on_text=on_text)
+            stats = last_stats(model)
+        finally:
+            remove_framefusion(model)
+        total = clock(loaded.device) - start
+    vision_tokens, tokens_per_layer = dense_token_counts(model, inputs)
+    if stats is not None:
+        vision_tokens, tokens_per_layer = stats.num_vision_tokens, stats.tokens_per_layer()
+    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    return AskResult(
+        answer=tokenizer.decode(generation.new_tokens, skip_special_tokens=True).strip(),
+        model=loaded.name,
+        method=method,
+        budget=budget,
+        frames=sum(clip.num_frames for clip in clips),
+        vision_tokens=vision_tokens,
+        kept_ratio=stats.kept_ratio if stats is not None else 1.0,
+        tokens_per_layer=tokens_per_layer,
+        timings=Timings(
+            vision_s=generation.vision_s,
+            prefill_s=max(generation.first_token_s - generation.vision_s, 0.0),
+            decode_s=generation.decode_s,
+            total_s=total,
+        ),
+        peak_memory_bytes=peak.bytes,
+        stats=stats,
+        first_token_logits=generation.first_token_logits,
+        generated_tokens=int(generation.new_tokens.numel()),
+        clips=clips,
+    )
