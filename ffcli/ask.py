@@ -1,0 +1,54 @@
+"""framefusion ask VIDEO QUESTION: stream one answer, then a one-line summary (or one JSON object)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ffcli import options as o
+from ffcli.errors import note_line, reported_errors
+from ffcli.render import ask_summary, emit_json
+from ffcli.session import open_model, quiet_libraries, read_clip
+
+
+def ask_command(
+    video: Annotated[Path, typer.Argument(help="Video file to ask about.", show_default=False)],
+    question: Annotated[str, typer.Argument(help="The question, in quotes.", show_default=False)],
+    model: o.Model = "demo",
+    method: o.Method = "framefusion",
+    budget: o.Budget = o.DEFAULT_BUDGET,
+    similarity: o.Similarity = o.DEFAULT_SIMILARITY,
+    ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
+    frames: o.Frames = None,
+    fps: o.Fps = None,
+    decoder: o.Decoder = "av",
+    max_new_tokens: o.MaxNewTokens = o.DEFAULT_MAX_NEW_TOKENS,
+    device: o.Device = "auto",
+    dtype: o.Dtype = "auto",
+    attn: o.Attn = "sdpa",
+    json: o.Json = False,
+    verbose: o.Verbose = False,
+) -> None:
+    """Answer a question about a video, streaming the answer, then frames, tokens, budget and timings."""
+    quiet_libraries(verbose)
+    with reported_errors(verbose):
+        from framefusion.pipeline import ask
+
+        clip = read_clip(video, frames, fps, decoder)
+        loaded = open_model(model, device, dtype, attn)
+        stream = None if json else _write
+        result = ask(loaded, clip, question, method=method, budget=budget, similarity=similarity,
+                     ratio_lower_bound=ratio_lower_bound, max_new_tokens=max_new_tokens, on_text=stream)
+        if json:
+            emit_json(result.to_json())
+        else:
+            _write("\n")
+            note_line(ask_summary(result))
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()

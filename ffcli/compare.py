@@ -1,0 +1,100 @@
+"""framefusion compare: methods side by side on one video, or accuracy per method on a JSONL dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ffcli import options as o
+from ffcli.errors import reported_errors
+from ffcli.render import compare_table, emit_json, progress, scores_table, stderr_console, stdout_console
+from ffcli.session import open_model, quiet_libraries, read_clip
+
+DEFAULT_METHODS = ("dense", "framefusion")
+DATASET_MAX_NEW_TOKENS = 8  # dataset answers are short (an option or a word)
+
+
+def compare_command(
+    video: Annotated[Path | None, typer.Argument(help="Video file (not with --dataset).", show_default=False)] = None,
+    question: Annotated[str | None, typer.Argument(help="The question (not with --dataset).",
+                                                   show_default=False)] = None,
+    dataset: Annotated[Path | None, typer.Option(
+        rich_help_panel="Dataset", show_default=False,
+        help="Score accuracy per method on a JSONL file instead: one {video, question, answer, options?, task?} "
+             "per line, video paths relative to the file.")] = None,
+    model: o.Model = "demo",
+    method: o.Methods = None,
+    budget: o.Budget = o.DEFAULT_BUDGET,
+    similarity: o.Similarity = o.DEFAULT_SIMILARITY,
+    ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
+    frames: o.Frames = None,
+    fps: o.Fps = None,
+    decoder: o.Decoder = "av",
+    max_new_tokens: Annotated[int | None, typer.Option(
+        callback=o.check_positive, rich_help_panel=o.OUTPUT_PANEL, show_default=False,
+        help=f"Longest answer, in tokens (default {o.DEFAULT_MAX_NEW_TOKENS}; "
+             f"{DATASET_MAX_NEW_TOKENS} with --dataset).")] = None,
+    device: o.Device = "auto",
+    dtype: o.Dtype = "auto",
+    attn: o.Attn = "sdpa",
+    json: o.Json = False,
+    verbose: o.Verbose = False,
+) -> None:
+    """Run each method on the same frames and question; report answers, speed, memory and agreement with dense."""
+    quiet_libraries(verbose)
+    methods = method or list(DEFAULT_METHODS)
+    if dataset is not None:
+        if video is not None or question is not None:
+            raise typer.BadParameter("give VIDEO and QUESTION, or --dataset, not both")
+        if fps is not None:
+            raise typer.BadParameter("--fps does not apply to --dataset; use --frames", param_hint="'--fps'")
+        if (similarity, ratio_lower_bound) != (o.DEFAULT_SIMILARITY, o.DEFAULT_RATIO_LOWER_BOUND):
+            raise typer.BadParameter("--dataset scores every method with its default parameters; drop --similarity "
+                                     "and --ratio-lower-bound")
+        with reported_errors(verbose):
+            _score_dataset(dataset, model, methods, budget, frames or o.DEFAULT_FRAMES,
+                           max_new_tokens or DATASET_MAX_NEW_TOKENS, decoder, device, dtype, attn, json)
+        return
+    if video is None or question is None:
+        raise typer.BadParameter("give VIDEO and QUESTION, or --dataset FILE.jsonl", param_hint="VIDEO QUESTION")
+    with reported_errors(verbose):
+        from framefusion.compare import compare, with_reference
+
+        clip = read_clip(video, frames, fps, decoder)
+        loaded = open_model(model, device, dtype, attn)
+        planned = with_reference(methods)
+        with progress(stderr_console()) as bar:
+            task = bar.add_task("Running methods", total=len(planned))
+            comparison = compare(loaded, clip, question, planned, budget=budget, similarity=similarity,
+                                 ratio_lower_bound=ratio_lower_bound, max_new_tokens=max_new_tokens or
+                                 o.DEFAULT_MAX_NEW_TOKENS, on_result=lambda _r: bar.advance(task))
+        if json:
+            emit_json(comparison.to_json())
+        else:
+            stdout_console().print(compare_table(comparison))
+
+
+def _score_dataset(path: Path, model: str, methods: list[str], budget: float, frames: int, max_new_tokens: int,
+                   decoder: str, device: str, dtype: str, attn: str, json: bool) -> None:
+    """The --dataset mode: accuracy per method, with a progress bar over all answers."""
+    from framefusion.compare import score_methods
+    from framefusion.evaluation import load_dataset
+
+    items = load_dataset(path)
+    loaded = open_model(model, device, dtype, attn)
+    methods = list(dict.fromkeys(methods))
+    with progress(stderr_console()) as bar:
+        task = bar.add_task(f"Scoring {len(items)} items", total=len(items) * len(methods))
+
+        def advance(method: str, _result) -> None:
+            bar.update(task, advance=1, description=f"Scoring {len(items)} items ({method})")
+
+        scores = score_methods(loaded, items, methods, budget=budget, num_frames=frames,
+                               max_new_tokens=max_new_tokens, decoder=decoder, on_item=advance)
+    if json:
+        emit_json({"dataset": str(path), "model": loaded.name, "frames": frames,
+                   "scores": [score.to_dict() for score in scores]})
+    else:
+        stdout_console().print(scores_table(scores, path.name))

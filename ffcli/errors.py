@@ -1,0 +1,86 @@
+"""Every failure ends as one line on stderr and a non-zero exit; --verbose adds the traceback."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import typer
+from typer.core import TyperGroup
+
+from framefusion.adapters import UnsupportedModelError
+from framefusion.loading import ModelLoadError
+from framefusion.video import VideoError
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+OOM_HINT = "out of memory: try fewer --frames, a lower --budget, or --dtype bf16/fp16 on a GPU"
+
+
+def error_line(message: str) -> None:
+    """Print `framefusion: error: <message>` as a single line on stderr."""
+    text = " ".join(str(message).split()) or "unknown error"
+    sys.stderr.write(f"framefusion: error: {text}\n")
+    sys.stderr.flush()
+
+
+def note_line(message: str) -> None:
+    """Print `framefusion: <message>` on stderr (notices that are not errors)."""
+    sys.stderr.write(f"framefusion: {message}\n")
+    sys.stderr.flush()
+
+
+class OneLineErrors(TyperGroup):
+    """The command group: usage errors (bad options, missing arguments) as one line instead of a panel."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as error:
+            if not standalone_mode:
+                raise
+            context = getattr(error, "ctx", None)
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            error_line(f"{error.format_message()}{hint}")
+            sys.exit(getattr(error, "exit_code", EXIT_USAGE))
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            error_line("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def describe(error: BaseException) -> tuple[str, int]:
+    """The one-line message and exit code for an exception raised while a command runs."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted", EXIT_INTERRUPTED
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(error).lower():
+        return OOM_HINT, EXIT_FAILURE
+    if isinstance(error, (VideoError, ModelLoadError, UnsupportedModelError)):
+        return str(error), EXIT_FAILURE
+    if isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)):
+        return str(error), EXIT_FAILURE
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first} (run with --verbose for the traceback)", EXIT_FAILURE
+
+
+@contextmanager
+def reported_errors(verbose: bool = False) -> Iterator[None]:
+    """Turn any exception in the block into one stderr line and an exit code (traceback first when verbose)."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise
+    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - the CLI's last line of defence
+        if verbose:
+            traceback.print_exc()
+        message, code = describe(error)
+        error_line(message)
+        raise typer.Exit(code) from None

@@ -1,0 +1,28 @@
+"""The `framefusion` command: ask, compare, profile, visualize."""
+
+from __future__ import annotations
+
+import typer
+
+from ffcli.ask import ask_command
+from ffcli.compare import compare_command
+from ffcli.errors import OneLineErrors
+from ffcli.profile import profile_command
+from ffcli.visualize import visualize_command
+
+app = typer.Typer(
+    name="framefusion",
+    cls=OneLineErrors,
+    help="Faster video LLMs: remove redundant video tokens inside the LLM (FrameFusion), measure what it changes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("ask")(ask_command)
+app.command("compare")(compare_command)
+app.command("profile")(profile_command)
+app.command("visualize")(visualize_command)
+
+if __name__ == "__main__":
+    app()

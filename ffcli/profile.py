@@ -1,0 +1,91 @@
+"""framefusion profile [VIDEO]: where time and memory go, dense vs. each budget, per frame count (Fig. 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from framefusion.video import VideoClip
+
+from ffcli import options as o
+from ffcli.errors import note_line, reported_errors
+from ffcli.render import emit_json, profile_table, progress, stderr_console, stdout_console
+from ffcli.session import open_model, quiet_libraries, read_clip
+
+GENERATED_FPS = 8.0
+PROFILE_NEW_TOKENS = 16
+
+
+def generated_clip(num_frames: int, size: int, seed: int = 0) -> VideoClip:
+    """A synthetic clip (moving shapes on a textured background) of `num_frames` frames at 8 fps."""
+    from framefusion.synthetic import make_sample
+
+    sample = make_sample("direction", seed, num_frames=max(num_frames, 8), size=size)
+    frames = sample.frames[:num_frames]  # [T, size, size, 3]
+    timestamps = np.arange(num_frames, dtype=np.float64) / GENERATED_FPS
+    return VideoClip(frames, timestamps, GENERATED_FPS, num_frames / GENERATED_FPS, source=None)
+
+
+def profile_command(
+    video: Annotated[Path | None, typer.Argument(
+        help="Video file to profile on; without it a synthetic clip is generated.", show_default=False)] = None,
+    model: o.Model = "demo",
+    method: o.Method = "framefusion",
+    budget: o.Budgets = None,
+    similarity: o.Similarity = o.DEFAULT_SIMILARITY,
+    ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
+    frames: o.FrameCounts = None,
+    size: Annotated[int, typer.Option(
+        callback=o.check_positive, rich_help_panel=o.VIDEO_PANEL,
+        help="Frame side in pixels of the generated clip (without VIDEO; the processor may resize it).")] = 336,
+    decoder: o.Decoder = "av",
+    repeats: Annotated[int, typer.Option(
+        callback=o.check_positive, rich_help_panel="Timing", help="Timed runs per setting; medians are reported.")] = 3,
+    warmup: Annotated[int, typer.Option(
+        min=0, rich_help_panel="Timing", help="Untimed runs before the timed ones, per setting.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(
+        callback=o.check_positive, rich_help_panel="Timing",
+        help="Tokens generated per run: exactly this many (end-of-sequence is ignored, so runs compare).")]
+        = PROFILE_NEW_TOKENS,
+    device: o.Device = "auto",
+    dtype: o.Dtype = "auto",
+    attn: o.Attn = "sdpa",
+    plot: Annotated[Path | None, typer.Option(
+        rich_help_panel=o.OUTPUT_PANEL, show_default=False, help="Also write a PNG chart like the paper's Fig. 8.")]
+        = None,
+    json: o.Json = False,
+    verbose: o.Verbose = False,
+) -> None:
+    """Break runtime and memory down like Fig. 8: vision encoder, prefill, decode per token, KV cache, peak memory."""
+    quiet_libraries(verbose)
+    budgets = budget or [o.DEFAULT_BUDGET]
+    frame_counts = frames or [o.DEFAULT_FRAMES]
+    with reported_errors(verbose):
+        from framefusion.profiling import count_runs, plot_profile, profile_runs
+
+        most = max(frame_counts)
+        clip = read_clip(video, most, None, decoder) if video is not None else generated_clip(most, size)
+        if clip.num_frames < most:
+            raise ValueError(f"{video} has only {clip.num_frames} frames; profile at most --frames {clip.num_frames}")
+        loaded = open_model(model, device, dtype, attn)
+        with progress(stderr_console()) as bar:
+            task = bar.add_task("Profiling", total=count_runs(budgets, frame_counts, repeats, warmup, method))
+
+            def advance(label: str) -> None:
+                bar.update(task, advance=1, description=f"Profiling: {label}")
+
+            runs = profile_runs(loaded, clip, budgets, frame_counts, repeats=repeats, warmup=warmup,
+                                new_tokens=max_new_tokens, method=method, similarity=similarity,
+                                ratio_lower_bound=ratio_lower_bound, on_step=advance)
+        if plot is not None:
+            plot_profile(runs, plot)
+        if json:
+            emit_json({"model": loaded.name, "device": str(loaded.device), "dtype": str(loaded.dtype).split(".")[-1],
+                       "runs": [run.to_dict() for run in runs]})
+        else:
+            stdout_console().print(profile_table(runs))
+            if plot is not None:
+                note_line(f"wrote {plot}")

@@ -1,0 +1,172 @@
+"""Output for people (Rich tables, progress, summary lines) and for scripts (one JSON object), from result objects."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:  # the heavy modules load with the command that needs them
+    from framefusion.compare import CompareResult
+    from framefusion.evaluation import MethodScore
+    from framefusion.pipeline import AskResult
+    from framefusion.profiling import ProfileRun
+
+
+PIPE_WIDTH = 160  # tables written to a file or pipe are not squeezed to 80 columns
+
+
+def stdout_console() -> Console:
+    """Rich console on stdout (tables and results)."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
+
+
+def stderr_console() -> Console:
+    """Rich console on stderr (progress, notices)."""
+    return Console(stderr=True)
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    """Write exactly one JSON object on one line (non-finite numbers as null) on stdout."""
+    sys.stdout.write(json.dumps(_finite(payload)) + "\n")
+    sys.stdout.flush()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def progress(console: Console, *, bar: bool = True) -> Progress:
+    """A transient progress display on stderr; silent when stderr is not a terminal."""
+    columns = [SpinnerColumn(), TextColumn("{task.description}")]
+    if bar:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    columns.append(TimeElapsedColumn())
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
+
+# ---------------------------------------------------------------- units
+
+
+def seconds(value: float) -> str:
+    """Three significant digits: 0.0123 -> '12.3 ms', 0.123 -> '123 ms', 1.5 -> '1.50 s'."""
+    if not math.isfinite(value):
+        return "-"
+    return _three_digits(value * 1000, "ms") if abs(value) < 1 else _three_digits(value, "s")
+
+
+def size(num_bytes: int) -> str:
+    """Bytes in binary units, three significant digits: 1536 -> '1.50 KiB', 900e6 -> '858 MiB'."""
+    value = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1000 or unit == "GiB":
+            return f"{value:.0f} B" if unit == "B" else _three_digits(value, unit)
+        value /= 1024
+    return _three_digits(value, "GiB")
+
+
+def _three_digits(value: float, unit: str) -> str:
+    digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
+    return f"{value:.{digits}f} {unit}"
+
+
+def times(value: float) -> str:
+    """A speed-up factor: 2.345 -> '2.35x'."""
+    return f"{value:.2f}x" if math.isfinite(value) else "-"
+
+
+# ---------------------------------------------------------------- ask
+
+
+def ask_summary(result: AskResult) -> str:
+    """The one-line summary printed after a streamed answer."""
+    t = result.timings
+    return (f"{result.frames} frames · {result.vision_tokens} vision tokens · {result.method} "
+            f"kept {result.kept_ratio:.3f} of dense (budget {result.budget:g}) · vision {seconds(t.vision_s)} · "
+            f"prefill {seconds(t.prefill_s)} · decode {seconds(t.decode_s)} ({result.generated_tokens} tokens) · "
+            f"peak memory {size(result.peak_memory_bytes)}")
+
+
+# ---------------------------------------------------------------- compare
+
+
+def compare_table(comparison: CompareResult) -> Table:
+    """Methods side by side with their agreement with dense."""
+    rows = []
+    for result in comparison.results:
+        agree = comparison.agreement[result.method]
+        rows.append([result.method, result.answer or "[dim](empty)[/dim]", seconds(result.time_to_first_token_s),
+                     seconds(result.timings.total_s), size(result.peak_memory_bytes), f"{result.kept_ratio:.3f}",
+                     _mark(agree.first_token_match), f"{agree.kl_divergence:.4f}", _mark(agree.exact_match)])
+    return _table("Methods on the same frames and question (agreement: with dense)",
+                  ["method", "answer", "TTFT", "total", "peak mem", "kept", "top-1", "KL", "same answer"], rows,
+                  caption="TTFT: time to first token (vision + prefill). top-1: same first token as dense. "
+                          "KL: KL(dense ‖ method) of the first-token distributions, nats.",
+                  squeeze="answer")
+
+
+def scores_table(scores: Sequence[MethodScore], dataset: str) -> Table:
+    """Accuracy per method on a dataset, with per-task accuracy when the items name tasks."""
+    tasks = sorted({task for score in scores for task in score.per_task})
+    rows = [[score.method, f"{score.budget:g}", f"{score.accuracy:.1%}", f"{score.correct}/{score.total}",
+             f"{score.kept_ratio:.3f}", *(f"{score.per_task[t]:.1%}" if t in score.per_task else "-" for t in tasks)]
+            for score in scores]
+    return _table(f"Accuracy on {dataset}", ["method", "budget", "accuracy", "correct", "kept", *tasks], rows)
+
+
+def _mark(ok: bool) -> str:
+    return "[green]yes[/green]" if ok else "[red]no[/red]"
+
+
+# ---------------------------------------------------------------- profile
+
+
+def profile_table(runs: Sequence[ProfileRun]) -> Table:
+    """Fig. 8 as a table: time per component, KV cache, memory, measured and ideal speed-ups."""
+    rows = [[run.method, f"{run.budget:g}", str(run.frames), str(run.vision_tokens), f"{run.kept_ratio:.3f}",
+             seconds(run.vision_s), seconds(run.prefill_s), seconds(run.decode_per_token_s), size(run.kv_cache_bytes),
+             size(run.peak_memory_bytes), times(run.speedup_prefill), times(run.ideal_speedup),
+             times(run.speedup_end_to_end)] for run in runs]
+    return _table("Runtime and memory breakdown (medians)",
+                  ["method", "budget", "frames", "tokens", "kept", "vision", "prefill", "decode/tok", "KV cache",
+                   "peak mem", "prefill×", "ideal×", "e2e×"], rows,
+                  caption="tokens: vision tokens; vision: vision encoder; prefill: LLM prefill; prefill× and e2e×: "
+                          "measured speed-ups over dense at the same frame count; ideal×: the paper's FLOP cost "
+                          "model.")
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], *, caption: str | None = None,
+           squeeze: str | None = None) -> Table:
+    """A light table whose values never wrap (headers may); the free-text `squeeze` column is cut with an ellipsis."""
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True, padding=(0, 1))
+    for index, header in enumerate(headers):
+        widest = max((Text.from_markup(row[index]).cell_len for row in rows), default=0)
+        if header == squeeze:
+            table.add_column(header, max_width=max(12, min(widest, 40)), overflow="ellipsis", no_wrap=True)
+        else:
+            table.add_column(header, justify="left" if index == 0 else "right", min_width=widest, no_wrap=False)
+    for row in rows:
+        table.add_row(*row)
+    return table

@@ -1,0 +1,292 @@
+"""The framefusion command in-process (Typer's CliRunner) on a tiny local checkpoint and generated videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import (  # noqa: F401
+    AGREEMENT_KEYS,
+    ASK_KEYS,
+    PROFILE_RUN_KEYS,
+    TIMING_KEYS,
+    VISUALIZE_FILES,
+    assert_one_line_error,
+    dataset_file,
+    single_json,
+    tiny_checkpoint,
+    video_file,
+)
+from PIL import Image
+from typer.testing import CliRunner
+
+import framefusion.loading
+import framefusion.pipeline
+from ffcli.main import app
+from framefusion.visualize import BLANK_RGB, HEADER
+
+runner = CliRunner()
+QUESTION = "What is happening?"
+
+
+def run(*args: str, env: dict | None = None):
+    env = {"COLUMNS": "200", **(env or {})}  # tables at a fixed width, whatever the terminal running the tests
+    return runner.invoke(app, [str(a) for a in args], prog_name="framefusion", env=env)
+
+
+@pytest.fixture(scope="module")
+def model_args(tiny_checkpoint) -> list[str]:  # noqa: F811
+    return ["--model", str(tiny_checkpoint), "--device", "cpu"]
+
+
+# ---------------------------------------------------------------- help
+
+
+def test_help_lists_the_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("ask", "compare", "profile", "visualize"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command,extra", [
+    ("ask", ["--max-new-tokens", "--fps"]),
+    ("compare", ["--dataset", "--method"]),
+    ("profile", ["--repeats", "--plot", "--warmup"]),
+    ("visualize", ["--out", "--layer"]),
+])
+def test_command_help(command, extra):
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    for option in ["--model", "--method", "--budget", "--similarity", "--ratio-lower-bound", "--frames", "--device",
+                   "--dtype", "--attn", "--json", "--verbose", *extra]:
+        assert option in text, option
+
+
+# ---------------------------------------------------------------- ask
+
+
+def test_ask_streams_then_summarises(model_args, video_file):  # noqa: F811
+    result = run("ask", video_file, QUESTION, *model_args, "--max-new-tokens", "3")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.endswith("\n")
+    summary = result.stderr.strip().splitlines()[-1]
+    for part in ("8 frames", "64 vision tokens", "kept", "prefill", "decode"):
+        assert part in summary
+
+
+def test_ask_json_is_one_object_with_the_documented_keys(model_args, video_file):  # noqa: F811
+    result = run("ask", video_file, QUESTION, *model_args, "--max-new-tokens", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = single_json(result.stdout)
+    assert set(payload) == ASK_KEYS and set(payload["timings"]) == TIMING_KEYS
+    assert payload["method"] == "framefusion" and payload["budget"] == 0.3 and payload["frames"] == 8
+    assert payload["vision_tokens"] == 64 and 0.2 < payload["kept_ratio"] < 0.4
+    assert len(payload["tokens_per_layer"]) == 4 and payload["peak_memory_bytes"] > 0
+
+
+def test_ask_dense_with_decord_and_fps(model_args, video_file):  # noqa: F811
+    result = run("ask", video_file, QUESTION, *model_args, "--method", "dense", "--decoder", "decord",
+                 "--fps", "2", "--max-new-tokens", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = single_json(result.stdout)
+    assert payload["kept_ratio"] == 1.0 and payload["frames"] == 4  # 2 s at 2 fps
+    assert len(set(payload["tokens_per_layer"])) == 1
+
+
+def test_demo_model_is_announced(monkeypatch, tiny_checkpoint, video_file):  # noqa: F811
+    monkeypatch.setattr(framefusion.loading, "demo_model_directory", lambda: tiny_checkpoint)
+    result = run("ask", video_file, QUESTION, "--device", "cpu", "--max-new-tokens", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert single_json(result.stdout)["model"] == "demo"
+    assert "built-in demo model" in result.stderr and "--model Qwen/Qwen2-VL-7B-Instruct" in result.stderr
+
+
+# ---------------------------------------------------------------- compare
+
+
+def test_compare_table(model_args, video_file):  # noqa: F811
+    result = run("compare", video_file, QUESTION, *model_args, "--max-new-tokens", "2")
+    assert result.exit_code == 0, result.stderr
+    for part in ("dense", "framefusion", "TTFT", "peak mem", "kept", "KL", "same answer"):
+        assert part in result.stdout
+
+
+def test_compare_json(model_args, video_file):  # noqa: F811
+    result = run("compare", video_file, QUESTION, *model_args, "--method", "framefusion", "--max-new-tokens", "2",
+                 "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = single_json(result.stdout)
+    assert set(payload) == {"results", "agreement"}
+    assert [r["method"] for r in payload["results"]] == ["dense", "framefusion"]
+    assert all(set(r) == ASK_KEYS for r in payload["results"])
+    assert set(payload["agreement"]) == {"dense", "framefusion"}
+    assert all(set(a) == AGREEMENT_KEYS for a in payload["agreement"].values())
+    assert payload["agreement"]["dense"] == {"first_token_match": True, "kl_divergence": 0.0, "exact_match": True}
+
+
+def test_compare_dataset(model_args, dataset_file):  # noqa: F811
+    result = run("compare", "--dataset", dataset_file, *model_args, "--frames", "8", "--max-new-tokens", "2",
+                 "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = single_json(result.stdout)
+    assert set(payload) == {"dataset", "model", "frames", "scores"}
+    assert [s["method"] for s in payload["scores"]] == ["dense", "framefusion"]
+    for score in payload["scores"]:
+        assert set(score) == {"method", "budget", "accuracy", "correct", "total", "kept_ratio", "per_task"}
+        assert score["total"] == 2 and 0.0 <= score["accuracy"] <= 1.0
+    table = run("compare", "--dataset", dataset_file, *model_args, "--frames", "8", "--max-new-tokens", "1",
+                "--method", "dense")
+    assert table.exit_code == 0 and "accuracy" in table.stdout
+
+
+# ---------------------------------------------------------------- profile
+
+
+def test_profile_json_and_plot(model_args, tmp_path):
+    plot = tmp_path / "profile.png"
+    result = run("profile", *model_args, "--size", "64", "--frames", "8", "--budget", "0.3", "--repeats", "1",
+                 "--warmup", "0", "--max-new-tokens", "2", "--plot", plot, "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = single_json(result.stdout)
+    assert set(payload) == {"model", "device", "dtype", "runs"}
+    assert [(r["method"], r["frames"]) for r in payload["runs"]] == [("dense", 8), ("framefusion", 8)]
+    assert all(set(r) == PROFILE_RUN_KEYS for r in payload["runs"])
+    assert payload["runs"][0]["speedup_prefill"] == 1.0 and payload["runs"][1]["ideal_speedup"] > 1.0
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.width >= 600
+
+
+def test_profile_table_on_a_video(model_args, video_file):  # noqa: F811
+    result = run("profile", video_file, *model_args, "--frames", "4", "--repeats", "1", "--warmup", "0",
+                 "--max-new-tokens", "2")
+    assert result.exit_code == 0, result.stderr
+    for part in ("dense", "framefusion", "vision", "prefill", "KV cache", "ideal×"):
+        assert part in result.stdout
+
+
+# ---------------------------------------------------------------- visualize
+
+
+def _rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
+def test_visualize_writes_the_figures(model_args, video_file, tmp_path):  # noqa: F811
+    out = tmp_path / "vis"
+    result = run("visualize", video_file, *model_args, "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = single_json(result.stdout)
+    assert [Path(p).name for p in payload["files"]] == list(VISUALIZE_FILES)
+    for name in VISUALIZE_FILES:
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width >= 400 and image.height >= 200
+    blank, mean, source = (_rgb(out / name)[HEADER:] for name in ("merged_blank.png", "merged_mean.png",
+                                                                  "contact_sheet.png"))
+    assert blank.shape == mean.shape == source.shape
+    is_blank = lambda image: (image == np.array(BLANK_RGB)).all(-1).mean()  # noqa: E731
+    assert is_blank(blank) > 0.05 > is_blank(source)  # merged tokens blanked
+    assert (np.abs(mean - source).sum(-1) > 30).mean() > 0.05  # merged groups repainted with their mean
+
+
+def test_visualize_at_a_layer(model_args, video_file, tmp_path):  # noqa: F811
+    result = run("visualize", video_file, *model_args, "--out", tmp_path, "--layer", "3")
+    assert result.exit_code == 0, result.stderr
+    assert "reduction point 3" in result.stdout and (tmp_path / "merged_blank.png").is_file()
+
+
+# ---------------------------------------------------------------- errors: one line, non-zero, no traceback
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, video_file) -> dict[str, Path]:  # noqa: F811
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "notes.mp4").write_text("not a video at all\n")
+    (folder / "corrupt.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
+    (folder / "a_directory").mkdir()
+    (folder / "llama").mkdir()
+    (folder / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    return {"missing": folder / "missing.mp4", "empty": folder / "empty.mp4", "notes": folder / "notes.mp4",
+            "corrupt": folder / "corrupt.mp4", "a_directory": folder / "a_directory", "llama": folder / "llama"}
+
+
+@pytest.mark.parametrize("case,args,fragments", [
+    ("missing file", ["ask", "{missing}", "q"], ["video not found"]),
+    ("empty file", ["ask", "{empty}", "q"], ["empty"]),
+    ("text file", ["ask", "{notes}", "q"], ["not a readable video"]),
+    ("corrupt file", ["ask", "{corrupt}", "q"], ["not a readable video"]),
+    ("directory", ["ask", "{a_directory}", "q"], ["directory"]),
+    ("zero frames", ["ask", "{video}", "q", "--frames", "0"], ["--frames", "between 1 and 256"]),
+    ("too many frames", ["ask", "{video}", "q", "--frames", "300"], ["--frames", "256"]),
+    ("frames and fps", ["ask", "{video}", "q", "--frames", "4", "--fps", "2"], ["not both"]),
+    ("negative fps", ["ask", "{video}", "q", "--fps", "-1"], ["--fps", "positive"]),
+    ("budget zero", ["ask", "{video}", "q", "--budget", "0"], ["--budget", "(0, 1]"]),
+    ("budget above one", ["compare", "{video}", "q", "--budget", "1.5"], ["--budget"]),
+    ("profile budget", ["profile", "--budget", "0.3", "--budget", "2"], ["--budget"]),
+    ("similarity", ["ask", "{video}", "q", "--similarity", "-3"], ["--similarity", "-1"]),
+    ("ratio lower bound", ["visualize", "{video}", "--ratio-lower-bound", "1.5"], ["--ratio-lower-bound"]),
+    ("unknown method", ["ask", "{video}", "q", "--method", "magic"], ["unknown method 'magic'", "framefusion"]),
+    ("unknown option", ["ask", "{video}", "q", "--colour"], ["No such option"]),
+    ("missing question", ["ask", "{video}"], ["Missing argument"]),
+    ("compare without input", ["compare"], ["--dataset"]),
+    ("missing dataset", ["compare", "--dataset", "{missing}"], ["dataset file not found"]),
+    ("layer too deep", ["visualize", "{video}", "--layer", "4"], ["--layer", "4 decoder layers"]),
+    ("nothing to draw", ["visualize", "{video}", "--method", "dense"], ["no per-token reduction"]),
+    ("profile frames over the video", ["profile", "{video}", "--frames", "16"], ["only 8 frames"]),
+])
+def test_bad_input_is_one_line(case, args, fragments, model_args, bad_files, video_file):  # noqa: F811
+    names = {**{key: str(path) for key, path in bad_files.items()}, "video": str(video_file)}
+    result = run(*[names[a[1:-1]] if a.startswith("{") else a for a in args], *model_args)
+    assert result.exit_code != 0, case
+    assert_one_line_error(result.stderr, *fragments)
+
+
+@pytest.mark.parametrize("model,fragments", [
+    ("nobody-here/no-such-model", ["hf download nobody-here/no-such-model", "local model directory"]),
+    ("{a_directory}", ["no config.json"]),
+    ("{llama}", ["'llama'", "supported families", "Qwen2-VL"]),
+])
+def test_bad_model_is_one_line(model, fragments, bad_files, video_file):  # noqa: F811
+    model = str(bad_files[model[1:-1]]) if model.startswith("{") else model
+    result = run("ask", video_file, "q", "--model", model, env={"HF_HUB_OFFLINE": "1"})
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, *fragments)
+
+
+def test_missing_demo_is_one_line(monkeypatch, video_file):  # noqa: F811
+    monkeypatch.setitem(__import__("sys").modules, "framefusion.demo", None)
+    result = run("ask", video_file, "q")
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, "demo model is not available", "--model")
+
+
+@pytest.mark.parametrize("error,code,fragments", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), 1, ["out of memory", "--frames",
+                                                                                   "--budget"]),
+    (KeyboardInterrupt(), 130, ["interrupted"]),
+    (RuntimeError("something odd\nsecond line"), 1, ["RuntimeError: something odd", "--verbose"]),
+])
+def test_runtime_failures_are_one_line(error, code, fragments, monkeypatch, model_args, video_file):  # noqa: F811
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(framefusion.pipeline, "ask", fail)
+    result = run("ask", video_file, "q", *model_args)
+    assert result.exit_code == code
+    assert_one_line_error(result.stderr, *fragments)
+
+
+def test_verbose_shows_the_traceback(monkeypatch, model_args, video_file):  # noqa: F811
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(framefusion.pipeline, "ask", fail)
+    result = run("ask", video_file, "q", *model_args, "--verbose")
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("framefusion: error:")

@@ -1,0 +1,83 @@
+"""The installed `framefusion` console script, run as a user would: one real process per command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_helpers import (  # noqa: F401
+    ASK_KEYS,
+    PROFILE_RUN_KEYS,
+    VISUALIZE_FILES,
+    assert_one_line_error,
+    single_json,
+    tiny_checkpoint,
+    video_file,
+)
+from PIL import Image
+
+TIMEOUT_S = 240
+
+
+def console_script() -> str:
+    """The `framefusion` script next to this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "framefusion"
+    found = str(beside) if beside.is_file() else shutil.which("framefusion")
+    if found is None:
+        pytest.skip("the framefusion console script is not installed (pip install -e .)")
+    return found
+
+
+def framefusion(*args) -> subprocess.CompletedProcess:
+    """Run the console script offline and capture its output."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"}
+    return subprocess.run([console_script(), *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint) -> list[str]:  # noqa: F811
+    return ["--model", str(tiny_checkpoint), "--device", "cpu"]
+
+
+def test_ask(model, video_file):  # noqa: F811
+    result = framefusion("ask", video_file, "What is happening?", *model, "--max-new-tokens", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = single_json(result.stdout)
+    assert set(payload) == ASK_KEYS and payload["frames"] == 8 and payload["vision_tokens"] == 64
+
+
+def test_compare(model, video_file):  # noqa: F811
+    result = framefusion("compare", video_file, "What is happening?", *model, "--max-new-tokens", "2")
+    assert result.returncode == 0, result.stderr
+    assert "dense" in result.stdout and "framefusion" in result.stdout and "KL" in result.stdout
+
+
+def test_profile(model, video_file, tmp_path):  # noqa: F811
+    result = framefusion("profile", video_file, *model, "--frames", "4", "--repeats", "1", "--warmup", "0",
+                         "--max-new-tokens", "2", "--json", "--plot", tmp_path / "profile.png")
+    assert result.returncode == 0, result.stderr
+    payload = single_json(result.stdout)
+    assert [r["method"] for r in payload["runs"]] == ["dense", "framefusion"]
+    assert all(set(r) == PROFILE_RUN_KEYS for r in payload["runs"])
+    with Image.open(tmp_path / "profile.png") as image:
+        assert image.format == "PNG"
+
+
+def test_visualize(model, video_file, tmp_path):  # noqa: F811
+    result = framefusion("visualize", video_file, *model, "--out", tmp_path / "vis")
+    assert result.returncode == 0, result.stderr
+    for name in VISUALIZE_FILES:
+        assert name in result.stdout
+        with Image.open(tmp_path / "vis" / name) as image:
+            assert image.format == "PNG" and image.width >= 400
+
+
+def test_bad_input_is_one_line(model, video_file):  # noqa: F811
+    result = framefusion("ask", video_file, "q", *model, "--frames", "0")  # fails while parsing: cheap
+    assert result.returncode == 2 and result.stdout == ""
+    assert_one_line_error(result.stderr, "--frames", "between 1 and 256")
