@@ -83,8 +83,7 @@ def profile_command(
         if plot is not None:
             plot_profile(runs, plot)
         if json:
-            emit_json({"model": loaded.name, "device": str(loaded.device), "dtype": str(loaded.dtype).split(".")[-1],
-                       "runs": [run.to_dict() for run in runs]})
+            emit_json({"runs": [run.to_dict() for run in runs]})
         else:
             stdout_console().print(profile_table(runs))
             if plot is not None:

@@ -140,17 +140,16 @@ def _mark(ok: bool) -> str:
 
 
 def profile_table(runs: Sequence[ProfileRun]) -> Table:
-    """Fig. 8 as a table: time per component, KV cache, memory, measured and ideal speed-ups."""
+    """Fig. 8 as a table: time per component, measured and ideal speed-ups, KV cache and peak memory."""
     rows = [[run.method, f"{run.budget:g}", str(run.frames), str(run.vision_tokens), f"{run.kept_ratio:.3f}",
-             seconds(run.vision_s), seconds(run.prefill_s), seconds(run.decode_per_token_s), size(run.kv_cache_bytes),
-             size(run.peak_memory_bytes), times(run.speedup_prefill), times(run.ideal_speedup),
-             times(run.speedup_end_to_end)] for run in runs]
+             seconds(run.vision_s), seconds(run.prefill_s), seconds(run.decode_per_token_s),
+             times(run.speedup_prefill), times(run.ideal_speedup), times(run.speedup_end_to_end),
+             size(run.kv_cache_bytes), size(run.peak_memory_bytes)] for run in runs]
     return _table("Runtime and memory breakdown (medians)",
-                  ["method", "budget", "frames", "tokens", "kept", "vision", "prefill", "decode/tok", "KV cache",
-                   "peak mem", "prefill×", "ideal×", "e2e×"], rows,
-                  caption="tokens: vision tokens; vision: vision encoder; prefill: LLM prefill; prefill× and e2e×: "
-                          "measured speed-ups over dense at the same frame count; ideal×: the paper's FLOP cost "
-                          "model.")
+                  ["method", "budget", "frames", "vision tokens", "kept", "vision", "prefill", "decode / token",
+                   "prefill ×", "ideal ×", "e2e ×", "KV cache", "peak mem"], rows,
+                  caption="vision: vision encoder; prefill: LLM prefill; prefill × and e2e ×: measured speed-ups over "
+                          "dense at the same frame count; ideal ×: the paper's FLOP cost model.")
 
 
 # ---------------------------------------------------------------- tables
@@ -166,7 +165,7 @@ def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], *,
         if header == squeeze:
             table.add_column(header, max_width=max(12, min(widest, 40)), overflow="ellipsis", no_wrap=True)
         else:
-            table.add_column(header, justify="left" if index == 0 else "right", min_width=widest, no_wrap=False)
+            table.add_column(header, justify="left" if index == 0 else "right", min_width=widest)
     for row in rows:
         table.add_row(*row)
     return table
