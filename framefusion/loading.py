@@ -6,6 +6,8 @@ import importlib.util
 import json
 import os
 import re
+import socket
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +160,9 @@ def _model_type(source: str, local: bool, name: str) -> str | None:
     except (OSError, ValueError, EntryNotFoundError):
         if _offline():
             raise ModelLoadError(_fetch_hint(name, "is not in the local Hugging Face cache and the Hub is offline")) from None
+        if not _hub_reachable():
+            raise ModelLoadError(_fetch_hint(name, "is not in the local Hugging Face cache and the Hub cannot be "
+                                                   "reached")) from None
         try:
             path = hf_hub_download(source, "config.json")
         except Exception:  # not found, gated, no connection, timeouts: all mean "fetch it yourself"
@@ -180,6 +185,22 @@ def _offline() -> bool:
     """Whether huggingface_hub was told not to use the network (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
     flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
     return any(flag.strip().lower() in {"1", "on", "yes", "true"} for flag in flags)
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub opens (assumed yes behind a proxy), to fail fast without a network."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                             "all_proxy")):
+        return True
+    from huggingface_hub import constants
+
+    endpoint = urllib.parse.urlparse(constants.ENDPOINT)
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
 
 
 def _fetch_hint(name: str, problem: str) -> str:

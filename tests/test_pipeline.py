@@ -57,6 +57,21 @@ def test_unknown_hub_id_offline_says_how_to_fetch(monkeypatch):
         load_model("nobody-here/no-such-model")
 
 
+def test_unreachable_hub_fails_fast(monkeypatch):
+    import socket
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                 "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(ModelLoadError, match="cannot be reached.*hf download nobody-here/no-such-model"):
+        load_model("nobody-here/no-such-model")
+
+
 def test_unsupported_architecture_lists_families(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(UnsupportedModelError) as error:
