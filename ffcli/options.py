@@ -89,7 +89,8 @@ Model = Annotated[str, typer.Option(
 Device = Annotated[Literal["auto", "cuda", "cpu", "mps"], typer.Option(
     rich_help_panel=MODEL_PANEL, help="Where to run: auto picks cuda, then mps, then cpu.")]
 Dtype = Annotated[Literal["auto", "bf16", "fp16", "fp32"], typer.Option(
-    rich_help_panel=MODEL_PANEL, help="Weights dtype: auto is bf16 on CUDA (fp16 without bf16), fp16 on MPS, fp32 on CPU.")]
+    rich_help_panel=MODEL_PANEL,
+    help="Weights dtype: auto is bf16 on CUDA (fp16 without bf16), fp16 on MPS, fp32 on CPU.")]
 Attn = Annotated[Literal["sdpa", "eager", "flash_attention_2"], typer.Option(
     rich_help_panel=MODEL_PANEL, help="Attention implementation of the LLM.")]
 

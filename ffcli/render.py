@@ -6,11 +6,13 @@ import json
 import math
 import os
 import sys
+import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -99,8 +101,8 @@ def times(value: float) -> str:
 def ask_summary(result: AskResult) -> str:
     """The one-line summary printed after a streamed answer."""
     t = result.timings
-    return (f"{result.frames} frames · {result.vision_tokens} vision tokens · {result.method} "
-            f"kept {result.kept_ratio:.3f} of dense (budget {result.budget:g}) · vision {seconds(t.vision_s)} · "
+    return (f"{result.frames} frames · {result.vision_tokens} vision tokens · {result.method} at budget "
+            f"{result.budget:g}: kept_ratio {result.kept_ratio:.3f} · vision {seconds(t.vision_s)} · "
             f"prefill {seconds(t.prefill_s)} · decode {seconds(t.decode_s)} ({result.generated_tokens} tokens) · "
             f"peak memory {size(result.peak_memory_bytes)}")
 
@@ -113,9 +115,10 @@ def compare_table(comparison: CompareResult) -> Table:
     rows = []
     for result in comparison.results:
         agree = comparison.agreement[result.method]
-        rows.append([result.method, result.answer or "[dim](empty)[/dim]", seconds(result.time_to_first_token_s),
-                     seconds(result.timings.total_s), size(result.peak_memory_bytes), f"{result.kept_ratio:.3f}",
-                     _mark(agree.first_token_match), f"{agree.kl_divergence:.4f}", _mark(agree.exact_match)])
+        answer = _printable(result.answer) or "[dim](empty)[/dim]"
+        rows.append([result.method, answer, seconds(result.time_to_first_token_s), seconds(result.timings.total_s),
+                     size(result.peak_memory_bytes), f"{result.kept_ratio:.3f}", _mark(agree.first_token_match),
+                     f"{agree.kl_divergence:.4f}", _mark(agree.exact_match)])
     return _table("Methods on the same frames and question (agreement: with dense)",
                   ["method", "answer", "TTFT", "total", "peak mem", "kept", "top-1", "KL", "same answer"], rows,
                   caption="TTFT: time to first token (vision + prefill). top-1: same first token as dense. "
@@ -130,6 +133,12 @@ def scores_table(scores: Sequence[MethodScore], dataset: str) -> Table:
              f"{score.kept_ratio:.3f}", *(f"{score.per_task[t]:.1%}" if t in score.per_task else "-" for t in tasks)]
             for score in scores]
     return _table(f"Accuracy on {dataset}", ["method", "budget", "accuracy", "correct", "kept", *tasks], rows)
+
+
+def _printable(text: str) -> str:
+    """One line without control characters, markup escaped: safe inside a table cell."""
+    visible = "".join(ch for ch in " ".join(text.split()) if unicodedata.category(ch)[0] != "C")
+    return escape(visible)
 
 
 def _mark(ok: bool) -> str:
@@ -148,8 +157,8 @@ def profile_table(runs: Sequence[ProfileRun]) -> Table:
     return _table("Runtime and memory breakdown (medians)",
                   ["method", "budget", "frames", "vision tokens", "kept", "vision", "prefill", "decode / token",
                    "prefill ×", "ideal ×", "e2e ×", "KV cache", "peak mem"], rows,
-                  caption="vision: vision encoder; prefill: LLM prefill; prefill × and e2e ×: measured speed-ups over "
-                          "dense at the same frame count; ideal ×: the paper's FLOP cost model.")
+                  caption="vision: vision encoder; prefill: LLM prefill; prefill × and e2e ×: measured speed-ups "
+                          "over dense at the same frame count; ideal ×: the paper's FLOP cost model.")
 
 
 # ---------------------------------------------------------------- tables

@@ -39,8 +39,7 @@ def visualize_command(
     json: o.Json = False,
     verbose: o.Verbose = False,
 ) -> None:
-    """Write PNGs: merged patches blanked (Fig. 21), merged groups filled by their mean (Fig. 22), tokens per layer
-    (Fig. 14) and a contact sheet of the sampled frames."""
+    """Draw merged and pruned patches (Figs. 21-22), tokens per layer (Fig. 14) and a contact sheet, as PNGs."""
     quiet_libraries(verbose)
     with reported_errors(verbose):
         from framefusion.pipeline import ask

@@ -142,7 +142,8 @@ def _from_pretrained(auto_class: Any, source: str, local: bool, name: str, **opt
     try:
         return auto_class.from_pretrained(source, **options)
     except OSError:
-        raise ModelLoadError(_fetch_hint(name, "could not be loaded from the local cache or the Hugging Face Hub")) from None
+        raise ModelLoadError(
+            _fetch_hint(name, "could not be loaded from the local cache or the Hugging Face Hub")) from None
 
 
 def _model_type(source: str, local: bool, name: str) -> str | None:
@@ -159,7 +160,8 @@ def _model_type(source: str, local: bool, name: str) -> str | None:
         path = hf_hub_download(source, "config.json", local_files_only=True)
     except (OSError, ValueError, EntryNotFoundError):
         if _offline():
-            raise ModelLoadError(_fetch_hint(name, "is not in the local Hugging Face cache and the Hub is offline")) from None
+            raise ModelLoadError(
+                _fetch_hint(name, "is not in the local Hugging Face cache and the Hub is offline")) from None
         if not _hub_reachable():
             raise ModelLoadError(_fetch_hint(name, "is not in the local Hugging Face cache and the Hub cannot be "
                                                    "reached")) from None

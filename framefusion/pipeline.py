@@ -54,7 +54,7 @@ class AskResult:
     stats: ReductionStats | None = field(default=None, repr=False)
     first_token_logits: torch.Tensor | None = field(default=None, repr=False)  # [vocab] float32 on CPU
     generated_tokens: int = 0
-    clips: list[VideoClip] = field(default_factory=list, repr=False)  # the frames the model saw (after the method's pick)
+    clips: list[VideoClip] = field(default_factory=list, repr=False)  # what the model saw (after the method's pick)
 
     @property
     def time_to_first_token_s(self) -> float:
