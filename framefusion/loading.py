@@ -128,7 +128,7 @@ def _locate(name_or_path: str) -> tuple[str, bool]:
             raise ModelLoadError(f"not a model directory (no config.json): {path}")
         return str(path), True
     if not _HUB_ID.match(name_or_path) or name_or_path.startswith((".", "~")):
-        raise ModelLoadError(f"model directory not found: {path}")
+        raise ModelLoadError(f"model directory not found: {name_or_path}")
     return name_or_path, False
 
 
