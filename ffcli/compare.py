@@ -12,7 +12,6 @@ from ffcli.errors import reported_errors
 from ffcli.render import compare_table, emit_json, progress, scores_table, stderr_console, stdout_console
 from ffcli.session import open_model, quiet_libraries, read_clip
 
-DEFAULT_METHODS = ("dense", "framefusion")
 DATASET_MAX_NEW_TOKENS = 8  # dataset answers are short (an option or a word)
 
 
@@ -44,7 +43,6 @@ def compare_command(
 ) -> None:
     """Run each method on the same frames and question; report answers, speed, memory and agreement with dense."""
     quiet_libraries(verbose)
-    methods = method or list(DEFAULT_METHODS)
     if dataset is not None:
         if video is not None or question is not None:
             raise typer.BadParameter("give VIDEO and QUESTION, or --dataset, not both")
@@ -54,17 +52,17 @@ def compare_command(
             raise typer.BadParameter("--dataset scores every method with its default parameters; drop --similarity "
                                      "and --ratio-lower-bound")
         with reported_errors(verbose):
-            _score_dataset(dataset, model, methods, budget, frames or o.DEFAULT_FRAMES,
+            _score_dataset(dataset, model, method, budget, frames or o.DEFAULT_FRAMES,
                            max_new_tokens or DATASET_MAX_NEW_TOKENS, decoder, device, dtype, attn, json)
         return
     if video is None or question is None:
         raise typer.BadParameter("give VIDEO and QUESTION, or --dataset FILE.jsonl", param_hint="VIDEO QUESTION")
     with reported_errors(verbose):
-        from framefusion.compare import compare, with_reference
+        from framefusion.compare import DEFAULT_METHODS, compare, with_reference
 
         clip = read_clip(video, frames, fps, decoder)
         loaded = open_model(model, device, dtype, attn)
-        planned = with_reference(methods)
+        planned = with_reference(method or DEFAULT_METHODS)
         with progress(stderr_console()) as bar:
             task = bar.add_task("Running methods", total=len(planned))
             comparison = compare(loaded, clip, question, planned, budget=budget, similarity=similarity,
@@ -76,15 +74,15 @@ def compare_command(
             stdout_console().print(compare_table(comparison))
 
 
-def _score_dataset(path: Path, model: str, methods: list[str], budget: float, frames: int, max_new_tokens: int,
+def _score_dataset(path: Path, model: str, methods: list[str] | None, budget: float, frames: int, max_new_tokens: int,
                    decoder: str, device: str, dtype: str, attn: str, json: bool) -> None:
     """The --dataset mode: accuracy per method, with a progress bar over all answers."""
-    from framefusion.compare import score_methods
+    from framefusion.compare import DEFAULT_METHODS, score_methods
     from framefusion.evaluation import load_dataset
 
     items = load_dataset(path)
     loaded = open_model(model, device, dtype, attn)
-    methods = list(dict.fromkeys(methods))
+    methods = list(dict.fromkeys(methods or DEFAULT_METHODS))
     with progress(stderr_console()) as bar:
         task = bar.add_task(f"Scoring {len(items)} items", total=len(items) * len(methods))
 

@@ -11,10 +11,10 @@ import torch
 from framefusion.evaluation import DatasetItem, ItemResult, MethodScore, evaluate_dataset, normalize
 from framefusion.loading import LoadedModel
 from framefusion.methods import get_method
-from framefusion.pipeline import AskResult, ask
+from framefusion.pipeline import DENSE, AskResult, ask
 from framefusion.video import VideoClip
 
-REFERENCE = "dense"  # the method every other one is compared with
+DEFAULT_METHODS = (DENSE, "framefusion")
 
 
 @dataclass
@@ -65,11 +65,11 @@ def with_reference(methods: Sequence[str]) -> list[str]:
     ordered = list(dict.fromkeys(methods))
     for name in ordered:
         get_method(name)  # fail fast on an unknown name, before any model work
-    return ordered if REFERENCE in ordered else [REFERENCE, *ordered]
+    return ordered if DENSE in ordered else [DENSE, *ordered]
 
 
 def compare(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], question: str,
-            methods: Sequence[str] = (REFERENCE, "framefusion"), *, budget: float = 0.3, similarity: float = 0.6,
+            methods: Sequence[str] = DEFAULT_METHODS, *, budget: float = 0.3, similarity: float = 0.6,
             ratio_lower_bound: float = 0.1, max_new_tokens: int = 64, warmup: bool = True,
             on_result: Callable[[AskResult], None] | None = None) -> CompareResult:
     """Ask the same question with each method (dense added as the reference) and score agreement with dense."""
@@ -83,7 +83,7 @@ def compare(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], questio
         results.append(result)
         if on_result is not None:
             on_result(result)
-    reference = results[methods.index(REFERENCE)]
+    reference = results[methods.index(DENSE)]
     return CompareResult(results, {r.method: agreement(reference, r) for r in results})
 
 

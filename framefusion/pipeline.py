@@ -21,6 +21,8 @@ from framefusion.prompting import prepare_inputs
 from framefusion.stats import ReductionStats
 from framefusion.video import VideoClip
 
+DENSE = "dense"  # the registry's unreduced model: the reference for agreement and speed-ups
+
 
 @dataclass
 class Timings:

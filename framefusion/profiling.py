@@ -15,10 +15,9 @@ from framefusion.api import last_stats, remove_framefusion
 from framefusion.loading import LoadedModel
 from framefusion.measure import cache_bytes, track_peak_memory
 from framefusion.methods import apply_method, select_frames
-from framefusion.pipeline import dense_token_counts, greedy_generate, model_inputs
+from framefusion.pipeline import DENSE, dense_token_counts, greedy_generate, model_inputs
 from framefusion.video import VideoClip
 
-REFERENCE = "dense"
 
 
 @dataclass
@@ -76,8 +75,8 @@ def count_runs(budgets: Sequence[float], frame_counts: Sequence[int], repeats: i
 
 def _configs(method: str, budgets: Sequence[float]) -> list[tuple[str, float]]:
     """(method, budget) pairs: dense once, then the method at each budget."""
-    configs = [(REFERENCE, 1.0)]
-    if method != REFERENCE:
+    configs = [(DENSE, 1.0)]
+    if method != DENSE:
         configs += [(method, budget) for budget in dict.fromkeys(budgets)]
     return configs
 
@@ -163,7 +162,7 @@ def plot_profile(runs: Sequence[ProfileRun], path: str | Path) -> Path:
         raise ValueError("no profile runs to plot")
     groups = np.cumsum([0] + [runs[i].frames != runs[i - 1].frames for i in range(1, len(runs))])  # [R]
     x = np.arange(len(runs)) + 0.6 * groups  # a gap between frame counts
-    labels = [f"{r.method}\n{'' if r.method == REFERENCE else f'b={r.budget:g}, '}{r.frames} frames" for r in runs]
+    labels = [f"{r.method}\n{'' if r.method == DENSE else f'b={r.budget:g}, '}{r.frames} frames" for r in runs]
     vision = np.array([r.vision_s for r in runs])
     prefill = np.array([r.prefill_s for r in runs])
     decode = np.array([r.decode_per_token_s * max(r.new_tokens - 1, 0) for r in runs])
@@ -176,7 +175,7 @@ def plot_profile(runs: Sequence[ProfileRun], path: str | Path) -> Path:
                 label=f"LLM decode ({max(runs[0].new_tokens - 1, 0)} tokens after the first)")
     tops = vision + prefill + decode
     for i, run in enumerate(runs):
-        if run.method != REFERENCE:
+        if run.method != DENSE:
             text = (f"prefill ×{run.speedup_prefill:.2f}\n(ideal ×{run.ideal_speedup:.2f})\n"
                     f"end-to-end ×{run.speedup_end_to_end:.2f}")  # over dense at the same frame count
             time_ax.annotate(text, (x[i], tops[i]), xytext=(0, 3), textcoords="offset points", ha="center",
