@@ -40,6 +40,11 @@ class LoadedModel:
     is_demo: bool = False
 
     @property
+    def tokenizer(self) -> Any:
+        """The processor's tokenizer (the processor itself if it is one)."""
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
     def family(self) -> str:
         """The supported family the model belongs to (e.g. "Qwen2-VL")."""
         return adapter_for(self.model).name

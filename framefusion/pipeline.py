@@ -96,6 +96,11 @@ class Generation:
         """[new] generated token ids."""
         return self.sequences[0, self.prompt_length:]
 
+    @property
+    def prefill_s(self) -> float:
+        """Time to the first token less the vision encoder."""
+        return max(self.first_token_s - self.vision_s, 0.0)
+
 
 class _TimingStreamer(TextStreamer):
     """Streams finished pieces of text to a callback and stamps the time of every generated token."""
@@ -134,8 +139,7 @@ def greedy_generate(loaded: LoadedModel, inputs: BatchFeature, max_new_tokens: i
     """Greedy `generate` with the vision encoder, the first token and decoding timed separately."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
-    streamer = _TimingStreamer(tokenizer, on_text)
+    streamer = _TimingStreamer(loaded.tokenizer, on_text)
     config = copy.deepcopy(loaded.model.generation_config)
     config.do_sample, config.temperature, config.top_p, config.top_k = False, None, None, None
     config.max_new_tokens, config.min_new_tokens = max_new_tokens, min_new_tokens or None
@@ -184,12 +188,12 @@ def ask(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], question: s
         finally:
             remove_framefusion(model)
         total = clock(loaded.device) - start
-    vision_tokens, tokens_per_layer = dense_token_counts(model, inputs)
     if stats is not None:
         vision_tokens, tokens_per_layer = stats.num_vision_tokens, stats.tokens_per_layer()
-    tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+    else:
+        vision_tokens, tokens_per_layer = dense_token_counts(model, inputs)
     return AskResult(
-        answer=tokenizer.decode(generation.new_tokens, skip_special_tokens=True).strip(),
+        answer=loaded.tokenizer.decode(generation.new_tokens, skip_special_tokens=True).strip(),
         model=loaded.name,
         method=method,
         budget=budget,
@@ -199,7 +203,7 @@ def ask(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], question: s
         tokens_per_layer=tokens_per_layer,
         timings=Timings(
             vision_s=generation.vision_s,
-            prefill_s=max(generation.first_token_s - generation.vision_s, 0.0),
+            prefill_s=generation.prefill_s,
             decode_s=generation.decode_s,
             total_s=total,
         ),

@@ -125,11 +125,9 @@ def _profile_one(loaded: LoadedModel, clip: VideoClip, method: str, budget: floa
             with track_peak_memory(loaded.device) as peak:
                 generation = greedy_generate(loaded, inputs, new_tokens, min_new_tokens=new_tokens)
             if index >= warmup:
-                samples.append(_Sample(generation.vision_s, max(generation.first_token_s - generation.vision_s, 0.0),
-                                       generation.decode_s, peak.bytes))
+                samples.append(_Sample(generation.vision_s, generation.prefill_s, generation.decode_s, peak.bytes))
     finally:
         remove_framefusion(model)
-    vision_tokens, _ = dense_token_counts(model, inputs)
     text = adapter_for(model).text_model(model).config
     vision_s = statistics.median(s.vision_s for s in samples)
     prefill_s = statistics.median(s.prefill_s for s in samples)
@@ -138,7 +136,7 @@ def _profile_one(loaded: LoadedModel, clip: VideoClip, method: str, budget: floa
         method=method,
         budget=budget,
         frames=chosen.num_frames,
-        vision_tokens=stats.num_vision_tokens if stats is not None else vision_tokens,
+        vision_tokens=stats.num_vision_tokens if stats is not None else dense_token_counts(model, inputs)[0],
         kept_ratio=stats.kept_ratio if stats is not None else 1.0,
         vision_s=vision_s,
         prefill_s=prefill_s,
