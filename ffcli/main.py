@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import typer
+import sys
 
-from ffcli.ask import ask_command
-from ffcli.compare import compare_command
-from ffcli.errors import OneLineErrors
-from ffcli.profile import profile_command
-from ffcli.visualize import visualize_command
+try:  # importing torch takes seconds: Ctrl-C meanwhile ends as quietly as it does later
+    import typer
+
+    from ffcli.ask import ask_command
+    from ffcli.compare import compare_command
+    from ffcli.errors import OneLineErrors
+    from ffcli.profile import profile_command
+    from ffcli.visualize import visualize_command
+except KeyboardInterrupt:
+    sys.stderr.write("framefusion: error: interrupted\n")
+    sys.exit(130)
 
 app = typer.Typer(
     name="framefusion",

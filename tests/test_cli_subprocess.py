@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,18 @@ def test_visualize(model, video_file, tmp_path):  # noqa: F811
         assert name in result.stdout
         with Image.open(tmp_path / "vis" / name) as image:
             assert image.format == "PNG" and image.width >= 400
+
+
+def test_ctrl_c_ends_cleanly(model):
+    """SIGINT while starting up or working: one line, exit 130, no traceback."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([console_script(), "profile", *model, "--repeats", "100"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 130 and stdout == ""
+    assert_one_line_error(stderr, "interrupted")
 
 
 def test_bad_input_is_one_line(model, video_file):  # noqa: F811
