@@ -116,13 +116,13 @@ RatioLowerBound = Annotated[float, typer.Option(
     help="FrameFusion: merging ends when a step finds fewer than this share of tokens similar (0..1).")]
 
 Frames = Annotated[int | None, typer.Option(
-    callback=check_frames, rich_help_panel=VIDEO_PANEL,
+    callback=check_frames, metavar="N", rich_help_panel=VIDEO_PANEL,
     help=f"Frames sampled uniformly in time (default {DEFAULT_FRAMES}, at most {MAX_FRAMES}).")]
 FrameCounts = Annotated[list[int] | None, typer.Option(
-    "--frames", callback=check_frames, rich_help_panel=VIDEO_PANEL,
+    "--frames", callback=check_frames, metavar="N", rich_help_panel=VIDEO_PANEL,
     help=f"Frame count to profile (repeatable; default {DEFAULT_FRAMES}, at most {MAX_FRAMES}).")]
 Fps = Annotated[float | None, typer.Option(
-    callback=check_fps, rich_help_panel=VIDEO_PANEL,
+    callback=check_fps, metavar="F", rich_help_panel=VIDEO_PANEL,
     help=f"Sample F frames per second instead of a fixed count (at most {MAX_FRAMES} frames are kept).")]
 Decoder = Annotated[Literal["av", "decord"], typer.Option(
     rich_help_panel=VIDEO_PANEL, help="Video decoder: PyAV or decord.")]

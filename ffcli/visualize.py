@@ -21,7 +21,7 @@ def visualize_command(
         "--out", "-o", rich_help_panel=o.OUTPUT_PANEL, help="Folder for the PNG files (created if needed).")]
         = Path("framefusion-visualize"),
     layer: Annotated[int | None, typer.Option(
-        min=0, rich_help_panel=o.OUTPUT_PANEL, show_default=False,
+        min=0, metavar="L", rich_help_panel=o.OUTPUT_PANEL, show_default=False,
         help="Draw the tokens that layer L's attention sees (default: the state after the last merge step).")] = None,
     question: Annotated[str, typer.Option(
         rich_help_panel=o.REDUCTION_PANEL, help="Question in the prompt (pruning depends on it).")] = DEFAULT_QUESTION,
