@@ -89,9 +89,3 @@ def test_ctrl_c_ends_cleanly(model):
     stdout, stderr = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode == 130 and stdout == ""
     assert_one_line_error(stderr, "interrupted")
-
-
-def test_bad_input_is_one_line(model, video_file):  # noqa: F811
-    result = framefusion("ask", video_file, "q", *model, "--frames", "0")  # fails while parsing: cheap
-    assert result.returncode == 2 and result.stdout == ""
-    assert_one_line_error(result.stderr, "--frames", "between 1 and 256")
