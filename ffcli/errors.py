@@ -12,9 +12,7 @@ import torch
 import typer
 from typer.core import TyperGroup
 
-from framefusion.adapters import UnsupportedModelError
 from framefusion.loading import ModelLoadError
-from framefusion.video import VideoError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 OOM_HINT = "out of memory: try fewer --frames, a lower --budget, or --dtype bf16/fp16 on a GPU"
@@ -63,9 +61,7 @@ def describe(error: BaseException) -> tuple[str, int]:
         return "interrupted", EXIT_INTERRUPTED
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(error).lower():
         return OOM_HINT, EXIT_FAILURE
-    if isinstance(error, (VideoError, ModelLoadError, UnsupportedModelError)):
-        return str(error), EXIT_FAILURE
-    if isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)):
+    if isinstance(error, (ModelLoadError, ValueError, OSError)):  # VideoError, UnsupportedModelError: ValueErrors
         return str(error), EXIT_FAILURE
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {first} (run with --verbose for the traceback)", EXIT_FAILURE
