@@ -376,6 +376,13 @@ def _anyres_pinpoints(size: int) -> list[list[int]]:
     return [[size * h, size * w] for h in (1, 2) for w in (1, 2)]
 
 
+def _vit_kwargs(dims: _Dims, **extra: Any) -> dict[str, Any]:
+    """A tiny ViT vision config (SigLIP, CLIP and InternViT take the same names)."""
+    return dict(hidden_size=dims.hidden_size, intermediate_size=2 * dims.hidden_size,
+                num_hidden_layers=dims.vision_layers, num_attention_heads=dims.num_heads, patch_size=PATCH_SIZE,
+                image_size=dims.image_size, **extra)
+
+
 def _build_llava_onevision(dims, tokenizer, overrides):
     from transformers import (
         LlavaOnevisionConfig,
@@ -386,15 +393,7 @@ def _build_llava_onevision(dims, tokenizer, overrides):
         SiglipVisionConfig,
     )
 
-    vision = dict(
-        hidden_size=dims.hidden_size,
-        intermediate_size=2 * dims.hidden_size,
-        num_hidden_layers=dims.vision_layers,
-        num_attention_heads=dims.num_heads,
-        patch_size=PATCH_SIZE,
-        image_size=dims.image_size,
-        vision_use_head=False,
-    )
+    vision = _vit_kwargs(dims, vision_use_head=False)
     pinpoints = _anyres_pinpoints(dims.image_size)
     ids = tokenizer.convert_tokens_to_ids
     top = dict(
@@ -430,15 +429,7 @@ def _build_llava_next_video(dims, tokenizer, overrides):
         LlavaNextVideoVideoProcessor,
     )
 
-    vision = dict(
-        hidden_size=dims.hidden_size,
-        intermediate_size=2 * dims.hidden_size,
-        num_hidden_layers=dims.vision_layers,
-        num_attention_heads=dims.num_heads,
-        patch_size=PATCH_SIZE,
-        image_size=dims.image_size,
-        projection_dim=dims.hidden_size,
-    )
+    vision = _vit_kwargs(dims, projection_dim=dims.hidden_size)
     pinpoints = _anyres_pinpoints(dims.image_size)
     patches = (dims.image_size // PATCH_SIZE) ** 2
     ids = tokenizer.convert_tokens_to_ids
@@ -481,14 +472,7 @@ def _build_internvl(dims, tokenizer, overrides):
         Qwen2Config,
     )
 
-    vision = dict(
-        hidden_size=dims.hidden_size,
-        intermediate_size=2 * dims.hidden_size,
-        num_hidden_layers=dims.vision_layers,
-        num_attention_heads=dims.num_heads,
-        patch_size=PATCH_SIZE,
-        image_size=dims.image_size,
-    )
+    vision = _vit_kwargs(dims)
     image_seq_length = (dims.image_size // PATCH_SIZE) ** 2 // 4  # pixel shuffle with downsample_ratio 0.5
     top = dict(
         image_token_id=tokenizer.context_image_token_id,

@@ -12,16 +12,16 @@ from torch import nn
 from framefusion.layout import VideoGrid, layout_from_videos
 from framefusion.methods import METHODS, apply_method, get_method, method_names, select_frames
 from framefusion.methods.common import check_budget
-from framefusion.methods.evs import evs_dissimilarity, evs_keep, evs_keep_count, evs_retention_mask
+from framefusion.methods.evs import evs_dissimilarity, evs_keep_count, evs_retention_mask
 from framefusion.methods.fastv import fastv_keep, fastv_keep_count, fastv_point
-from framefusion.methods.oneshot import OneShotReduction
+from framefusion.methods.oneshot import OneShotReduction, keep_per_video
 from framefusion.methods.streamingllm import (StreamingReduction, choose_window, sink_window_allowed,
                                               span_positions)
 from framefusion.methods.uniform import (UniformReduction, select_uniform_frames, uniform_frame_count,
                                          uniform_indices)
 from framefusion.methods.vidcom2 import (centre_similarities, frame_budgets, frame_retention_rates,
                                          keep_lowest_per_frame, low_variance_channels, multiscale_gaussian,
-                                         vidcom2_keep, vidcom2_video_mask)
+                                         vidcom2_video_mask)
 from framefusion.reduction import QueryKeys
 from framefusion.stats import KEPT, PRUNED
 from framefusion.video import VideoClip
@@ -187,7 +187,7 @@ def test_evs_ranks_globally_not_per_frame():
 def test_evs_keep_handles_each_video_of_a_prompt():
     grid = VideoGrid(3, 2, 2)
     layout = layout_from_videos(40, [torch.arange(2, 14), torch.arange(20, 32)], [grid, grid])
-    keep = evs_keep(layout, torch.randn(24, 8), 0.5)
+    keep = keep_per_video(layout, torch.randn(24, 8), 0.5, evs_retention_mask)
     assert int(keep[:12].sum()) == 6 and int(keep[12:].sum()) == 6
     assert keep[:4].all() and keep[12:16].all()
 
@@ -262,7 +262,7 @@ def test_vidcom2_keeps_the_outliers_and_meets_the_target():
 def test_vidcom2_keep_handles_each_video_of_a_prompt():
     grid = VideoGrid(4, 2, 2)
     layout = layout_from_videos(50, [torch.arange(2, 18), torch.arange(25, 41)], [grid, grid])
-    keep = vidcom2_keep(layout, torch.randn(32, 16), 0.5)
+    keep = keep_per_video(layout, torch.randn(32, 16), 0.5, vidcom2_video_mask)
     assert int(keep[:16].sum()) == 8 and int(keep[16:].sum()) == 8
 
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from framefusion.api import install_reducer
-from framefusion.layout import TokenLayout
 from framefusion.merge import rank_descending
-from framefusion.methods.common import check_budget, per_video
-from framefusion.methods.oneshot import OneShotReduction
+from framefusion.methods.oneshot import install_pre_llm
 
 FIRST_FRAME_SCORE = 255.0  # above any 1 - cos (at most 2): the first frame always ranks first, as in vLLM
 
@@ -50,24 +47,6 @@ def evs_retention_mask(features: torch.Tensor, budget: float) -> torch.Tensor:
     return keep
 
 
-def evs_keep(layout: TokenLayout, vision_hidden: torch.Tensor, budget: float) -> torch.Tensor:
-    """keep [N_v] bool over a prompt's video tokens (vision_hidden [N_v, D]), each video on its own."""
-    keep = torch.ones(layout.num_vision_tokens, dtype=torch.bool, device=vision_hidden.device)
-    for grid, (start, end) in zip(layout.grids, per_video(layout)):
-        if end - start != grid.frames * grid.tokens_per_frame:
-            continue  # a video cut short (cannot happen with a text-terminated prompt): leave it dense
-        features = vision_hidden[start:end].reshape(grid.frames, grid.tokens_per_frame, -1)
-        keep[start:end] = evs_retention_mask(features, budget)
-    return keep
-
-
 def apply_evs(model: nn.Module, budget: float = 0.3) -> nn.Module:
     """Install EVS in place: keep round(budget * N_v) video tokens per video before layer 0."""
-    check_budget(budget)
-
-    def make_reducer(layout, num_layers, device):
-        return OneShotReduction(layout, num_layers, device, "evs", 0,
-                                lambda lay, hidden, _attention: evs_keep(lay, hidden, budget))
-
-    return install_reducer(model, make_reducer, f"EVS(budget={budget})")
-
+    return install_pre_llm(model, "evs", "EVS", budget, evs_retention_mask)

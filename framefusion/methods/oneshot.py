@@ -6,9 +6,12 @@ from collections.abc import Callable
 
 import torch
 
+from torch import nn
+
+from framefusion.api import install_reducer
 from framefusion.layout import TokenLayout
+from framefusion.methods.common import check_budget, layout_stats, per_video
 from framefusion.reduction import QueryKeys
-from framefusion.methods.common import layout_stats
 from framefusion.stats import KEPT, PRUNED, ReductionStats, StepRecord
 
 # choose(layout, vision_hidden [N_v, D], attention or None) -> keep [N_v] bool
@@ -70,3 +73,30 @@ class OneShotReduction:
         """What this prefill removed, in the statistics every method reports."""
         return layout_stats(self.layout, self.num_layers, self.method, self.removed_at, self.removed_by, self.steps)
 
+
+
+# video_mask(features [frames, P, D], budget) -> keep [frames * P] bool, for one video
+VideoMask = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def keep_per_video(layout: TokenLayout, vision_hidden: torch.Tensor, budget: float,
+                   video_mask: VideoMask) -> torch.Tensor:
+    """keep [N_v] bool over a prompt's video tokens (vision_hidden [N_v, D]), each video on its own."""
+    keep = torch.ones(layout.num_vision_tokens, dtype=torch.bool, device=vision_hidden.device)
+    for grid, (start, end) in zip(layout.grids, per_video(layout)):
+        if end - start != grid.frames * grid.tokens_per_frame:
+            continue  # a video cut short (cannot happen with a text-terminated prompt): leave it dense
+        features = vision_hidden[start:end].reshape(grid.frames, grid.tokens_per_frame, -1)
+        keep[start:end] = video_mask(features, budget)
+    return keep
+
+
+def install_pre_llm(model: nn.Module, name: str, label: str, budget: float, video_mask: VideoMask) -> nn.Module:
+    """Install a method that keeps `video_mask`'s tokens of each video from the LLM input (before layer 0)."""
+    check_budget(budget)
+
+    def make_reducer(layout, num_layers, device):
+        return OneShotReduction(layout, num_layers, device, name, 0,
+                                lambda lay, hidden, _attention: keep_per_video(lay, hidden, budget, video_mask))
+
+    return install_reducer(model, make_reducer, f"{label}(budget={budget})")

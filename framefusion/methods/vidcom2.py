@@ -20,10 +20,7 @@ import math
 import torch
 from torch import nn
 
-from framefusion.api import install_reducer
-from framefusion.layout import TokenLayout
-from framefusion.methods.common import check_budget, per_video
-from framefusion.methods.oneshot import OneShotReduction
+from framefusion.methods.oneshot import install_pre_llm
 
 BANDWIDTHS = tuple(2.0**k for k in range(-3, 2))  # alpha in exp(-d^2 / (2 alpha))
 TEMPERATURE = 0.01
@@ -119,23 +116,6 @@ def vidcom2_video_mask(features: torch.Tensor, budget: float) -> torch.Tensor:
     return keep_lowest_per_frame(video_score + frame_score, counts).flatten()
 
 
-def vidcom2_keep(layout: TokenLayout, vision_hidden: torch.Tensor, budget: float) -> torch.Tensor:
-    """keep [N_v] bool over a prompt's video tokens (vision_hidden [N_v, D]), each video on its own."""
-    keep = torch.ones(layout.num_vision_tokens, dtype=torch.bool, device=vision_hidden.device)
-    for grid, (start, end) in zip(layout.grids, per_video(layout)):
-        if end - start != grid.frames * grid.tokens_per_frame:
-            continue  # a video cut short (cannot happen with a text-terminated prompt): leave it dense
-        features = vision_hidden[start:end].reshape(grid.frames, grid.tokens_per_frame, -1)
-        keep[start:end] = vidcom2_video_mask(features, budget)
-    return keep
-
-
 def apply_vidcom2(model: nn.Module, budget: float = 0.3) -> nn.Module:
     """Install VidCom2 in place: keep round(budget * N_v) video tokens per video before layer 0."""
-    check_budget(budget)
-
-    def make_reducer(layout, num_layers, device):
-        return OneShotReduction(layout, num_layers, device, "vidcom2", 0,
-                                lambda lay, hidden, _attention: vidcom2_keep(lay, hidden, budget))
-
-    return install_reducer(model, make_reducer, f"VidCom2(budget={budget})")
+    return install_pre_llm(model, "vidcom2", "VidCom2", budget, vidcom2_video_mask)
