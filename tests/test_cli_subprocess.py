@@ -82,7 +82,7 @@ def test_visualize(model, video_file, tmp_path):  # noqa: F811
 def test_ctrl_c_ends_cleanly(model):
     """SIGINT while starting up or working: one line, exit 130, no traceback."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([console_script(), "profile", *model, "--repeats", "100"], stdout=subprocess.PIPE,
+    process = subprocess.Popen([console_script(), "profile", *model, "--repeats", "100000"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env)
     time.sleep(2.0)
     process.send_signal(signal.SIGINT)
