@@ -18,14 +18,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NAME, DEMO_NUM_FRAMES, load_demo
+from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NAME, DEMO_NUM_FRAMES
+from framefusion.demo.train import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE
 from framefusion.evaluation import DatasetItem, MethodScore, evaluate_dataset, load_dataset
+from framefusion.loading import load_model
 from framefusion.methods import method_names
 from framefusion.synthetic import TASKS, write_dataset
 
 HELDOUT_QUESTIONS = 600
 HELDOUT_SEED = 0
-SOURCE_FRAMES, SOURCE_SIZE, SOURCE_FPS = 32, 112, 8.0  # as the demo model's training clips
 
 
 def heldout_set(folder: Path, questions: int = HELDOUT_QUESTIONS, seed: int = HELDOUT_SEED) -> list[DatasetItem]:
@@ -68,17 +69,6 @@ def markdown_table(scores: Sequence[MethodScore]) -> str:
     return "\n".join(lines)
 
 
-def load_model(name: str):
-    """The demo model, or a local model folder / hub name through transformers (video-text-to-text)."""
-    if name == DEMO_NAME:
-        return load_demo()
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    model = AutoModelForImageTextToText.from_pretrained(name, dtype=torch.float32)
-    return model.eval(), AutoProcessor.from_pretrained(name)
-
-
 def main(argv: Sequence[str] | None = None) -> list[MethodScore]:
     """Command line: write the held-out set if needed, score each method and budget, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -99,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> list[MethodScore]:
 
     command = "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     items = heldout_set(args.data, args.questions, args.seed)[: args.limit]
-    model, processor = load_model(args.model)
+    loaded = load_model(args.model, device="cpu", dtype="fp32")
+    model, processor = loaded.model, loaded.processor
     scores = []
     for method, budget in runs(args.methods, args.budgets):
         start = time.perf_counter()

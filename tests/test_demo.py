@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES, demo_model_path, load_demo
+from framefusion.demo.train import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE
 from framefusion.evaluation import evaluate_dataset, load_dataset
 from framefusion.synthetic import write_dataset
 
@@ -31,7 +32,8 @@ def demo():
 @pytest.fixture(scope="module")
 def heldout_slice(tmp_path_factory):
     folder = tmp_path_factory.mktemp("heldout")
-    return load_dataset(write_dataset(folder, SLICE, seed=0, split="test", num_frames=32, size=112, fps=8.0))
+    return load_dataset(write_dataset(folder, SLICE, seed=0, split="test", num_frames=SOURCE_FRAMES, size=SOURCE_SIZE,
+                                      fps=SOURCE_FPS))
 
 
 def test_demo_files_are_flat_package_data_under_25_mb():

@@ -12,7 +12,7 @@ from typing import Any
 
 DEMO_NAME = "demo"
 DEMO_NUM_FRAMES = 16  # frames sampled per video, as in training
-DEMO_IMAGE_SIZE = 48  # frames are resized to about 48 x 48 pixels (the processor caps pixels per clip)
+DEMO_IMAGE_SIZE = 48  # frames are resized to about 48 x 48 pixels (the processor caps pixels per frame)
 DEMO_MAX_NEW_TOKENS = 8  # every answer is one word
 
 
@@ -29,11 +29,6 @@ def demo_model_path() -> Path:
             f"`python -m framefusion.demo.train --out {path}`"
         )
     return path
-
-
-def is_demo(name: str | Path) -> bool:
-    """True if a --model value names the demo model."""
-    return str(name) == DEMO_NAME
 
 
 def load_demo(dtype: Any = None) -> tuple[Any, Any]:

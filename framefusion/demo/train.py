@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Qwen2VLProcessor
 
 from framefusion.demo import DEMO_IMAGE_SIZE, DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES
 from framefusion.prompting import prepare_inputs
@@ -117,7 +116,7 @@ def build_demo_model(size: ModelSize = ModelSize(), seed: int = 0) -> tuple[nn.M
         image_size=size.image_size,
         seed=seed,
         text_config={"vocab_size": len(tokenizer)},
-        vision_config={"embed_dim": size.vision_width, "num_heads": size.vision_heads, "mlp_ratio": 2},
+        vision_config={"embed_dim": size.vision_width, "num_heads": size.vision_heads},
     )
     for token in ("<|endoftext|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"):
         if tokenizer.convert_tokens_to_ids(token) != stock.tokenizer.convert_tokens_to_ids(token):

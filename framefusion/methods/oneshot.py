@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-
 from torch import nn
 
 from framefusion.api import install_reducer
