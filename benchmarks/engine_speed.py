@@ -3,9 +3,13 @@
 Measures, per frame count: the LLM prefill time (vision features precomputed, logits for the last token
 only, as in `generate`), the ideal speed-up from the paper's cost model, the measured speed-up and its share
 of the ideal, and the engine's own overhead (layout, similarity, grouping, importance, gathering, slicing)
-as a share of the dense prefill.
+as a share of the dense prefill. As a hardware reference it also times the dense model on text-only prompts
+as long as each layer's reduced token count ("dense at reduced length"): what the reduced prefill would cost
+if every layer simply ran on fewer tokens with no engine at all. FrameFusion's time over that reference
+shows how much the engine adds; the reference over the ideal shows how far this machine is from the FLOP
+model at small token counts.
 
-    python benchmarks/engine_speed.py --frames 32 64 --repeats 3
+    python benchmarks/engine_speed.py --frames 32 64 --repeats 5
     python benchmarks/engine_speed.py --device cuda --dtype bf16 --hidden 3584 --ffn 18944 --heads 28 --kv-heads 4
 """
 
@@ -45,6 +49,7 @@ class EngineTimer:
         self._originals = []
 
     def __enter__(self):
+        self._originals = []
         for owner, name in self.TIMED:
             original = getattr(owner, name)
             self._originals.append((owner, name, original))
@@ -86,19 +91,54 @@ def rope_positions(model, inputs) -> torch.Tensor:
     return positions
 
 
-def prefill_seconds(model, inputs, features, positions, device, repeats: int) -> list[float]:
-    """LLM prefill only: video features and rotary positions precomputed, logits for the last token."""
-    times = []
+def timed(device, forward) -> float:
+    """Seconds one call of forward() takes (synchronised on GPUs)."""
+    sync(device)
+    start = time.perf_counter()
     with torch.no_grad():
-        for _ in range(repeats + 1):  # the first run warms up and is dropped
-            sync(device)
-            start = time.perf_counter()
-            model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], position_ids=positions,
-                  mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
-                  mm_encoder_outputs={"video": features}, use_cache=True, logits_to_keep=1)
-            sync(device)
-            times.append(time.perf_counter() - start)
-    return times[1:]
+        forward()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def video_prefill(model, inputs, features, positions):
+    """LLM prefill only: video features and rotary positions precomputed, logits for the last token."""
+    return lambda: model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                         position_ids=positions, mm_token_type_ids=inputs["mm_token_type_ids"],
+                         video_grid_thw=inputs["video_grid_thw"], mm_encoder_outputs={"video": features},
+                         use_cache=True, logits_to_keep=1)
+
+
+def same_length_prefill(model, tokenizer, tokens_per_layer: list[int], device):
+    """Dense prefills of text-only prompts as long as each layer's alive tokens; returns a timing function
+    giving their time weighted per layer (what the reduced prefill costs with no engine at all)."""
+    words = tokenizer("the quick brown fox jumps over the lazy dog " * 64, add_special_tokens=False)["input_ids"]
+    prompts = {}
+    for n in sorted(set(tokens_per_layer)):
+        ids = torch.tensor([words * (n // len(words) + 1)])[:, :n].to(device)  # [1, n]
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": torch.zeros_like(ids)}
+        with torch.no_grad():
+            inputs["position_ids"] = rope_positions(model, {**inputs, "video_grid_thw": None})  # precomputed too
+        prompts[n] = inputs
+
+    def seconds() -> float:
+        per_stack = {n: timed(device, lambda: model(**inputs, use_cache=True, logits_to_keep=1))
+                     for n, inputs in prompts.items()}
+        return sum(per_stack[n] for n in tokens_per_layer) / len(tokens_per_layer)
+
+    return seconds
+
+
+def interleaved(runs: dict, repeats: int) -> dict[str, list[float]]:
+    """Time every run once per round for 1 + repeats rounds, dropping the first (warm-up). Alternating the
+    runs within each round makes drifts in machine speed (a shared CPU) hit them alike."""
+    times = {name: [] for name in runs}
+    for round_ in range(repeats + 1):
+        for name, run in runs.items():
+            seconds = run()
+            if round_:
+                times[name].append(seconds)
+    return times
 
 
 def main() -> None:
@@ -130,14 +170,31 @@ def main() -> None:
         with torch.no_grad():
             features = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
             positions = rope_positions(model, inputs)
-        remove_framefusion(model)
-        dense = prefill_seconds(model, inputs, features, positions, device, args.repeats)
+        prefill = video_prefill(model, inputs, features, positions)
+        with torch.no_grad():
+            prefill()
+        reference = same_length_prefill(model, processor.tokenizer, last_stats(model).tokens_per_layer(), device)
+
+        def dense_run():
+            remove_framefusion(model)
+            return timed(device, prefill)
+
+        def framefusion_run():
+            apply_framefusion(model, cost=args.cost)
+            with timer:
+                return timed(device, prefill)
+
+        timer = EngineTimer(device)
+        times = interleaved({"dense": dense_run, "reference": reference, "framefusion": framefusion_run},
+                            args.repeats)
         apply_framefusion(model, cost=args.cost)
-        with EngineTimer(device) as timer:
-            reduced = prefill_seconds(model, inputs, features, positions, device, args.repeats)
+        with torch.no_grad():
+            prefill()
         stats = last_stats(model)
         remove_framefusion(model)
+        dense, reduced = times["dense"], times["framefusion"]
         overhead = sum(timer.seconds.values()) / (args.repeats + 1)
+        reference_s = statistics.median(times["reference"])
         dense_s, reduced_s = statistics.median(dense), statistics.median(reduced)
         ideal = stats.ideal_speedup(args.hidden, args.ffn)
         rows.append({
@@ -145,6 +202,8 @@ def main() -> None:
             "kept_ratio": round(stats.kept_ratio, 4), "dense_prefill_s": round(dense_s, 4),
             "framefusion_prefill_s": round(reduced_s, 4), "speedup": round(dense_s / reduced_s, 3),
             "ideal_speedup": round(ideal, 3), "share_of_ideal": round(dense_s / reduced_s / ideal, 3),
+            "dense_at_reduced_length_s": round(reference_s, 4),
+            "reference_share_of_ideal": round(dense_s / reference_s / ideal, 3),
             "overhead_s": round(overhead, 5), "overhead_share_of_dense": round(overhead / dense_s, 4),
             "steps": [f"{s.kind}@{s.point}:-{s.removed}" for s in stats.steps],
         })
@@ -155,12 +214,14 @@ def main() -> None:
           f"{args.heads} heads / {args.kv_heads} KV heads, {args.dtype} on {args.device}; cost {args.cost}; "
           f"median of {args.repeats} after 1 warm-up")
     print("| frames | prompt tokens | vision tokens | kept_ratio | dense prefill (s) | FrameFusion prefill (s) "
-          "| speed-up | ideal (cost model) | share of ideal | engine overhead / dense |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| speed-up | ideal (cost model) | share of ideal | dense at reduced length (s) | its share of ideal "
+          "| engine overhead / dense |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['frames']} | {r['prompt_tokens']} | {r['vision_tokens']} | {r['kept_ratio']:.3f} "
               f"| {r['dense_prefill_s']:.3f} | {r['framefusion_prefill_s']:.3f} | {r['speedup']:.2f}x "
-              f"| {r['ideal_speedup']:.2f}x | {100 * r['share_of_ideal']:.0f}% | {100 * r['overhead_share_of_dense']:.2f}% |")
+              f"| {r['ideal_speedup']:.2f}x | {100 * r['share_of_ideal']:.0f}% | {r['dense_at_reduced_length_s']:.3f} "
+              f"| {100 * r['reference_share_of_ideal']:.0f}% | {100 * r['overhead_share_of_dense']:.2f}% |")
     for r in rows:
         print(f"frames {r['frames']}: steps {', '.join(r['steps'])}")
 

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import sys
 
+
+def _interrupted() -> None:
+    """Ctrl-C outside a command's own error handling: the same one line and exit code 130 as inside it."""
+    sys.stderr.write("framefusion: error: interrupted\n")
+    sys.exit(130)
+
+
 try:  # importing torch takes seconds: Ctrl-C meanwhile ends as quietly as it does later
     import typer
 
@@ -13,8 +20,7 @@ try:  # importing torch takes seconds: Ctrl-C meanwhile ends as quietly as it do
     from ffcli.profile import profile_command
     from ffcli.visualize import visualize_command
 except KeyboardInterrupt:
-    sys.stderr.write("framefusion: error: interrupted\n")
-    sys.exit(130)
+    _interrupted()
 
 app = typer.Typer(
     name="framefusion",
@@ -30,5 +36,16 @@ app.command("compare")(compare_command)
 app.command("profile")(profile_command)
 app.command("visualize")(visualize_command)
 
+
+
+def main() -> None:
+    """The console entry point: the app, with Ctrl-C outside a command's own handling (while Typer builds the
+    command line, say) ending as quietly as inside it."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        _interrupted()
+
+
 if __name__ == "__main__":
-    app()
+    main()

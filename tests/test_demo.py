@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 
 from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES, demo_model_path, load_demo
-from framefusion.demo.train import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE
+from framefusion.demo.train import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE, ModelSize
 from framefusion.evaluation import evaluate_dataset, load_dataset
 from framefusion.synthetic import write_dataset
 
@@ -56,6 +57,16 @@ def test_demo_loads_offline_in_a_fresh_process(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["qwen2_vl", "torch.float32", "Qwen2VLProcessor"]
+
+
+def test_shipped_demo_is_what_the_training_script_builds_by_default(demo, record):
+    model, _ = demo
+    defaults = json.loads(json.dumps(asdict(ModelSize())))  # tuples as JSON lists
+    assert record["model"] == defaults  # the README's command (default sizes) reproduces the shipped model
+    rope = model.config.text_config.rope_parameters
+    assert rope["rope_theta"] == defaults["rope_theta"] and rope["mrope_section"] == defaults["mrope_section"]
+    assert model.config.text_config.num_hidden_layers == defaults["num_layers"]
+    assert sum(p.numel() for p in model.parameters()) == record["parameters"]
 
 
 def test_demo_answers_the_heldout_slice_at_its_recorded_accuracy(demo, heldout_slice, record):

@@ -13,7 +13,7 @@ from framefusion.layout import VideoGrid, layout_from_videos
 from framefusion.methods import METHODS, apply_method, get_method, method_names, select_frames
 from framefusion.methods.common import check_budget
 from framefusion.methods.evs import evs_dissimilarity, evs_keep_count, evs_retention_mask
-from framefusion.methods.fastv import fastv_keep, fastv_keep_count, fastv_point
+from framefusion.methods.fastv import fastv_keep, fastv_keep_count, fastv_layer, fastv_point
 from framefusion.methods.oneshot import OneShotReduction, keep_per_video
 from framefusion.methods.streamingllm import (StreamingReduction, choose_window, sink_window_allowed,
                                               span_positions)
@@ -84,6 +84,20 @@ def test_fastv_point_and_unreachable_budget():
     assert fastv_point(1) is None  # nothing after any attention can shrink a KV cache
     assert fastv_keep_count(100, 8, 0.3, 3) == 0  # 8 * 0.3 < 3 dense layers: keep the minimum
     assert fastv_keep_count(100, 12, 1.0, 3) == 100
+
+
+def test_fastv_layer_is_two_unless_the_model_is_too_shallow_for_the_budget():
+    assert [fastv_layer(28, budget) for budget in (0.1, 0.2, 0.3, 0.5, 1.0)] == [1, 2, 2, 2, 2]
+    assert [fastv_layer(4, budget) for budget in (0.2, 0.3, 0.5, 0.6, 1.0)] == [0, 0, 0, 1, 2]
+    assert fastv_layer(8, 0.3) == 1 and fastv_layer(12, 0.3) == 2 and fastv_layer(10, 0.3) == 1  # 10 * 0.3 > 3 in floats
+    for layers in (2, 4, 6, 8, 12, 28):
+        for budget in (0.26, 0.3, 0.4, 0.5, 0.75):
+            point = fastv_point(layers, fastv_layer(layers, budget))
+            if point is None or layers * budget <= 1:
+                continue
+            assert point < layers * budget  # some video tokens survive the prune: the budget is reachable
+            k = fastv_keep_count(1000, layers, budget, point)
+            assert abs((point * 1000 + (layers - point) * k) / (layers * 1000) - budget) <= 0.0005
 
 
 def test_fastv_keeps_the_tokens_the_last_query_attends_to():

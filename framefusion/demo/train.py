@@ -58,6 +58,11 @@ class ModelSize:
     vision_heads: int = 4
     vocab_size: int = 768
     image_size: int = DEMO_IMAGE_SIZE  # frames are resized to about image_size x image_size
+    # LLM rotary embedding. Qwen2-VL gives (t, h, w) the highest, middle and lowest frequencies; with the real
+    # models' base 1e6 and split the h and w angles barely move across a 3x3 token grid, and the model cannot
+    # tell left from right. A small base and more frequencies for h and w make the spatial positions visible.
+    rope_theta: float = 4.0
+    mrope_section: tuple[int, ...] = (2, 7, 7)  # rotary frequencies for (t, h, w); sums to head_dim / 2
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,15 @@ def demo_corpus() -> list[str]:
     return lines * 4 + answers * 8
 
 
+def _rope_parameters(size: ModelSize) -> dict:
+    """Qwen2-VL multimodal rotary settings of the demo LLM."""
+    head_dim = size.hidden_size // size.num_heads
+    section = list(size.mrope_section)
+    if sum(section) != head_dim // 2:
+        raise ValueError(f"mrope_section must sum to head_dim / 2 = {head_dim // 2}, got {section}")
+    return {"rope_type": "default", "rope_theta": float(size.rope_theta), "mrope_section": section}
+
+
 def build_demo_model(size: ModelSize = ModelSize(), seed: int = 0) -> tuple[nn.Module, Any]:
     """A randomly initialised demo Qwen2-VL and its processor, with a tokenizer that knows the task words.
 
@@ -115,7 +129,7 @@ def build_demo_model(size: ModelSize = ModelSize(), seed: int = 0) -> tuple[nn.M
         vision_layers=size.vision_layers,
         image_size=size.image_size,
         seed=seed,
-        text_config={"vocab_size": len(tokenizer)},
+        text_config={"vocab_size": len(tokenizer), "rope_parameters": _rope_parameters(size)},
         vision_config={"embed_dim": size.vision_width, "num_heads": size.vision_heads},
     )
     for token in ("<|endoftext|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"):

@@ -7,12 +7,18 @@ hold the k kept ones, so  (K+1) * N_v + (L-K-1) * k = L * C * N_v, i.e.
 
     k = round(N_v * (L * C - (K + 1)) / (L - K - 1))      clipped to [0, N_v]
 
-When L * C <= K + 1 the budget cannot be met: FastV keeps the fewest it may (one token per video) and the
-statistics report the budget it reached. A model with L <= K + 1 layers prunes after layer L - 2 instead
-(the last layer is then the only reduced one); a one-layer model cannot prune by attention at all.
+K is the paper's 2 unless the model is too shallow for the budget: by default (layer=None) K is the largest
+of 0, 1, 2 with K + 1 < L * C, so that some video tokens survive past layer K and the budget is met (a
+4-layer model prunes after layer 0 at budgets up to 0.5; every 28-layer model keeps K = 2 down to budget
+0.11). The step's `point` (K + 1) in the statistics says which K ran. When L * C <= K + 1 even so, the
+budget cannot be met: FastV keeps the fewest it may (one token per video) and the statistics report the
+budget it reached. A model with L <= K + 1 layers prunes after layer L - 2 instead (the last layer is then
+the only reduced one); a one-layer model cannot prune by attention at all.
 """
 
 from __future__ import annotations
+
+import math
 
 from torch import nn
 
@@ -22,6 +28,12 @@ from framefusion.methods.oneshot import OneShotReduction
 from framefusion.prune import keep_most_important, keep_one_per_video, last_query_importance
 
 FASTV_LAYER = 2  # K: prune after this layer's attention (the paper's setting, appendix 7)
+
+
+def fastv_layer(num_layers: int, budget: float, layer: int = FASTV_LAYER) -> int:
+    """K: `layer`, lowered to the largest K >= 0 with K + 1 < L * budget when the model is too shallow for it."""
+    reachable = math.ceil(round(num_layers * budget, 9)) - 2  # the largest K with K + 1 < L * C (10 * 0.3 is 3)
+    return max(0, min(layer, reachable))
 
 
 def fastv_point(num_layers: int, layer: int = FASTV_LAYER) -> int | None:
@@ -45,17 +57,21 @@ def fastv_keep(layout, vision_hidden, attention, keep_count: int):
     return keep_one_per_video(importance, layout.video.to(positions.device), positions)
 
 
-def apply_fastv(model: nn.Module, budget: float = 0.3, layer: int = FASTV_LAYER) -> nn.Module:
-    """Install FastV in place: prune after layer `layer`'s attention so the mean KV budget is `budget`."""
+def apply_fastv(model: nn.Module, budget: float = 0.3, layer: int | None = None) -> nn.Module:
+    """Install FastV in place: prune after layer `layer`'s attention so the mean KV budget is `budget`.
+
+    layer=None: K = 2, lowered on models too shallow for the budget (see fastv_layer).
+    """
     check_budget(budget)
-    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
-        raise ValueError(f"layer={layer!r} is out of range: expected an integer >= 0")
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
+        raise ValueError(f"layer={layer!r} is out of range: expected an integer >= 0 or None (automatic)")
 
     def make_reducer(layout, num_layers, device):
-        point = fastv_point(num_layers, layer)
+        chosen = fastv_layer(num_layers, budget) if layer is None else layer
+        point = fastv_point(num_layers, chosen)
         count = fastv_keep_count(layout.num_vision_tokens, num_layers, budget, point) if point else 0
         return OneShotReduction(layout, num_layers, device, "fastv", point,
                                 lambda lay, hidden, attention: fastv_keep(lay, hidden, attention, count),
                                 needs_attention=True)
 
-    return install_reducer(model, make_reducer, f"FastV(budget={budget}, layer={layer})")
+    return install_reducer(model, make_reducer, f"FastV(budget={budget}, layer={'auto' if layer is None else layer})")
