@@ -37,7 +37,6 @@ app.command("profile")(profile_command)
 app.command("visualize")(visualize_command)
 
 
-
 def main() -> None:
     """The console entry point: the app, with Ctrl-C outside a command's own handling (while Typer builds the
     command line, say) ending as quietly as inside it."""
