@@ -49,6 +49,15 @@ def layer_flops(tokens_in: int, tokens_out: int, hidden: int, ffn: int, similari
     return float(flops)
 
 
+def causal_gqa_layer_flops(tokens_in: int, tokens_out: int, hidden: int, ffn: int, kv_width: int) -> float:
+    """One decoder layer's work as a grouped-query, causal model computes it, in the cost model's units:
+    q/o projections 2 N D^2, k/v projections 2 N D d_kv, causal scores and values N (N + 1) D (query i sees
+    i + 1 keys), FFN 3 N' D M. With d_kv = D it is the cost model minus the masked half of the scores."""
+    projections = 2 * tokens_in * hidden**2 + 2 * tokens_in * hidden * kv_width
+    attention = tokens_in * (tokens_in + 1) * hidden
+    return float(projections + attention + 3 * tokens_out * hidden * ffn)
+
+
 def prefill_flops(tokens_per_layer: Sequence[int], tokens_after: Sequence[int], hidden: int, ffn: int,
                   similarity_layers: Sequence[bool] | None = None) -> float:
     """Total prefill FLOPs of the decoder stack given each layer's token count in and out."""

@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from framefusion.budget import ideal_speedup, kept_ratio, layer_flops, prune_ratio, remaining_fractions
+from framefusion.budget import (
+    causal_gqa_layer_flops, ideal_speedup, kept_ratio, layer_flops, prune_ratio, remaining_fractions,
+)
 from framefusion.config import FrameFusionConfig
 from framefusion.layout import VideoGrid, layout_from_videos
 from framefusion.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
@@ -190,6 +192,19 @@ def test_state_machine_tight_budget_prunes_to_one_token_per_video():
     stats = run.stats()
     assert stats.steps[-1].kind == "prune"
     assert stats.vision_tokens_per_layer()[-1] == 1
+
+
+def test_causal_gqa_layer_flops_counts_what_such_a_layer_computes():
+    tokens, survivors, hidden, ffn, kv_width = 7, 5, 4, 8, 2
+    score_pairs = sum(query + 1 for query in range(tokens))  # query i attends keys 0..i
+    expected = (tokens * hidden * hidden * 2  # q and o
+                + tokens * hidden * kv_width * 2  # k and v
+                + score_pairs * hidden * 2  # q.k scores and the weighted sum of values
+                + survivors * 3 * hidden * ffn)  # gate, up, down
+    assert causal_gqa_layer_flops(tokens, survivors, hidden, ffn, kv_width) == expected
+    # full-width k/v: the paper's cost model less the masked half of the scores
+    assert causal_gqa_layer_flops(tokens, survivors, hidden, ffn, hidden) == (
+        layer_flops(tokens, survivors, hidden, ffn) - tokens * tokens * hidden + tokens * hidden)
 
 
 def test_stats_token_counts_and_ideal_speedup():

@@ -83,7 +83,9 @@ class TrainConfig:
     minutes: float = 55.0  # stop early (and say so) when training runs longer than this
     eval_questions: int = 200  # held-out questions scored at the end
     eval_seed: int = 0  # seed of the held-out set (split "test")
-    workers: int = 1  # processes preparing batches beside the training loop
+    workers: int = 1  # processes preparing batches beside the training loop (one thread each)
+    threads: int = 1  # torch threads of the training loop; with one worker, 1 + 1 fills 2 cores without
+    # oversubscribing them (measured: 0.45 s/step against 0.72 s/step with 2 training threads)
     log_every: int = 50
 
 
@@ -323,6 +325,8 @@ def optimizer_for(model: nn.Module, config: TrainConfig) -> torch.optim.Optimize
 def train(model: nn.Module, processor: Any, config: TrainConfig, log=print) -> dict:
     """Train in place for config.steps steps (or until config.minutes pass); returns a summary."""
     torch.manual_seed(config.seed)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # restored at the end, for the evaluation
     model.train()
     optimizer = optimizer_for(model, config)
     loader = torch.utils.data.DataLoader(
@@ -357,6 +361,7 @@ def train(model: nn.Module, processor: Any, config: TrainConfig, log=print) -> d
             stopped_early = True
             break
     model.eval()
+    torch.set_num_threads(threads_before)
     return {"steps": step, "stopped_early": stopped_early, "train_seconds": time.perf_counter() - start,
             "final_loss": float(np.mean(recent_loss)) if recent_loss else None}
 
@@ -410,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--eval-questions", type=int, default=defaults.eval_questions)
     parser.add_argument("--eval-seed", type=int, default=defaults.eval_seed)
     parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads of the training loop")
     parser.add_argument("--log-every", type=int, default=defaults.log_every)
     parser.add_argument("--extra-turns", type=int, default=defaults.extra_turns)
     parser.add_argument("--task-mix", nargs="+", default=list(defaults.task_mix), choices=TASKS)
@@ -418,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     config = TrainConfig(
         seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr, minutes=args.minutes,
-        eval_questions=args.eval_questions, eval_seed=args.eval_seed, workers=args.workers,
+        eval_questions=args.eval_questions, eval_seed=args.eval_seed, workers=args.workers, threads=args.threads,
         log_every=args.log_every, task_mix=tuple(args.task_mix), extra_turns=args.extra_turns,
     )
     size = ModelSize(**args.size)
@@ -428,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     wall_start = time.perf_counter()
     model, processor = build_demo_model(size, config.seed)
     params = sum(p.numel() for p in model.parameters())
-    print(f"{params / 1e6:.2f}M parameters, {torch.get_num_threads()} torch threads")
+    print(f"{params / 1e6:.2f}M parameters, {config.threads} torch threads for training")
 
     summary = train(model, processor, config)
     print(f"training: {summary['steps']} steps in {summary['train_seconds'] / 60:.1f} min")
@@ -443,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "heldout": metrics,
         "wall_seconds": round(wall, 1),
         "load_average_end": _load_average(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": config.threads,
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
     }
