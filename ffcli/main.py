@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+
+INTERRUPTED_LINE = "framefusion: error: interrupted\n"
 
 
 def _interrupted() -> None:
     """Ctrl-C outside a command's own error handling: the same one line and exit code 130 as inside it."""
-    sys.stderr.write("framefusion: error: interrupted\n")
+    sys.stderr.write(INTERRUPTED_LINE)
     sys.exit(130)
 
 
-try:  # importing torch takes seconds: Ctrl-C meanwhile ends as quietly as it does later
-    import typer
+def _exit_while_importing(signum: int, frame: object) -> None:
+    """Ctrl-C while the imports run: a KeyboardInterrupt raised inside an import leaves half-initialised
+    modules behind (numpy then refuses to load twice), so end the process here and now instead."""
+    os.write(2, INTERRUPTED_LINE.encode())
+    os._exit(130)
 
-    from ffcli.ask import ask_command
-    from ffcli.compare import compare_command
-    from ffcli.errors import OneLineErrors
-    from ffcli.profile import profile_command
-    from ffcli.visualize import visualize_command
-except KeyboardInterrupt:
-    _interrupted()
+
+_default_sigint = signal.signal(signal.SIGINT, _exit_while_importing)  # importing torch takes seconds
+import typer  # noqa: E402
+
+from ffcli.ask import ask_command  # noqa: E402
+from ffcli.compare import compare_command  # noqa: E402
+from ffcli.errors import OneLineErrors  # noqa: E402
+from ffcli.profile import profile_command  # noqa: E402
+from ffcli.visualize import visualize_command  # noqa: E402
+
+signal.signal(signal.SIGINT, _default_sigint)
 
 app = typer.Typer(
     name="framefusion",
