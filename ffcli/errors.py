@@ -18,11 +18,15 @@ EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 OOM_HINT = "out of memory: try fewer --frames, a lower --budget, or --dtype bf16/fp16 on a GPU"
 
 
+_printed_errors: list[str] = []  # error lines of the current invocation
+
+
 def error_line(message: str) -> None:
     """Print `framefusion: error: <message>` as a single line on stderr."""
     text = " ".join(str(message).split()) or "unknown error"
     sys.stderr.write(f"framefusion: error: {text}\n")
     sys.stderr.flush()
+    _printed_errors.append(text)
 
 
 def note_line(message: str) -> None:
@@ -36,6 +40,7 @@ class OneLineErrors(TyperGroup):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        _printed_errors.clear()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as error:
@@ -50,6 +55,8 @@ class OneLineErrors(TyperGroup):
                 raise
             error_line("interrupted")
             sys.exit(EXIT_INTERRUPTED)
+        if code == EXIT_INTERRUPTED and not _printed_errors:
+            error_line("interrupted")  # Typer turns Ctrl-C outside a command's body into a silent exit 130
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)

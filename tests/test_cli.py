@@ -20,11 +20,13 @@ from cli_helpers import (  # noqa: F401
     tiny_checkpoint,
     video_file,
 )
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 import framefusion.loading
 import framefusion.pipeline
+from ffcli.errors import OneLineErrors
 from ffcli.main import app
 from framefusion.visualize import BLANK_RGB, HEADER
 
@@ -303,3 +305,21 @@ def test_verbose_shows_the_traceback(monkeypatch, model_args, video_file):  # no
     result = run("ask", video_file, "q", *model_args, "--verbose")
     assert result.exit_code == 1
     assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("framefusion: error:")
+
+
+def test_ctrl_c_outside_a_command_body_still_prints_its_line(capsys):
+    """Typer turns a KeyboardInterrupt it catches itself (outside reported_errors) into a silent exit 130."""
+    app = typer.Typer(cls=OneLineErrors)
+
+    @app.command()
+    def interrupted():
+        raise KeyboardInterrupt
+
+    @app.command()
+    def fine():
+        pass
+
+    with pytest.raises(SystemExit) as exited:
+        app(["interrupted"])
+    assert exited.value.code == 130
+    assert_one_line_error(capsys.readouterr().err, "interrupted")

@@ -79,12 +79,13 @@ def test_visualize(model, video_file, tmp_path):  # noqa: F811
             assert image.format == "PNG" and image.width >= 400
 
 
-def test_ctrl_c_ends_cleanly(model):
+@pytest.mark.parametrize("delay_s", [1.0, 2.0, 3.0])  # importing; Typer parsing / loading; working (2 cores)
+def test_ctrl_c_ends_cleanly(model, delay_s):
     """SIGINT while starting up or working: one line, exit 130, no traceback."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen([console_script(), "profile", *model, "--repeats", "100000"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(2.0)
+    time.sleep(delay_s)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode == 130 and stdout == ""
