@@ -6,13 +6,7 @@ import os
 import signal
 import sys
 
-INTERRUPTED_LINE = "framefusion: error: interrupted\n"
-
-
-def _interrupted() -> None:
-    """Ctrl-C outside a command's own error handling: the same one line and exit code 130 as inside it."""
-    sys.stderr.write(INTERRUPTED_LINE)
-    sys.exit(130)
+INTERRUPTED_LINE = "framefusion: error: interrupted\n"  # ffcli.errors.error_line's line, before it is imported
 
 
 def _exit_while_importing(signum: int, frame: object) -> None:
@@ -27,7 +21,7 @@ import typer  # noqa: E402
 
 from ffcli.ask import ask_command  # noqa: E402
 from ffcli.compare import compare_command  # noqa: E402
-from ffcli.errors import OneLineErrors  # noqa: E402
+from ffcli.errors import EXIT_INTERRUPTED, OneLineErrors, error_line  # noqa: E402
 from ffcli.profile import profile_command  # noqa: E402
 from ffcli.visualize import visualize_command  # noqa: E402
 
@@ -54,7 +48,8 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        _interrupted()
+        error_line("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":
