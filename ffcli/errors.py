@@ -18,15 +18,12 @@ EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 OOM_HINT = "out of memory: try fewer --frames, a lower --budget, or --dtype bf16/fp16 on a GPU"
 
 
-_printed_errors: list[str] = []  # error lines of the current invocation
-
 
 def error_line(message: str) -> None:
     """Print `framefusion: error: <message>` as a single line on stderr."""
     text = " ".join(str(message).split()) or "unknown error"
     sys.stderr.write(f"framefusion: error: {text}\n")
     sys.stderr.flush()
-    _printed_errors.append(text)
 
 
 def note_line(message: str) -> None:
@@ -36,11 +33,11 @@ def note_line(message: str) -> None:
 
 
 class OneLineErrors(TyperGroup):
-    """The command group: usage errors (bad options, missing arguments) as one line instead of a panel."""
+    """The command group: usage errors (bad options, missing arguments) as one line instead of a panel, and
+    the one place that reports Ctrl-C (Typer turns a KeyboardInterrupt anywhere in a command into exit 130)."""
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
-        _printed_errors.clear()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as error:
@@ -53,10 +50,9 @@ class OneLineErrors(TyperGroup):
         except typer.Abort:
             if not standalone_mode:
                 raise
+            code = EXIT_INTERRUPTED
+        if code == EXIT_INTERRUPTED:
             error_line("interrupted")
-            sys.exit(EXIT_INTERRUPTED)
-        if code == EXIT_INTERRUPTED and not _printed_errors:
-            error_line("interrupted")  # Typer turns Ctrl-C outside a command's body into a silent exit 130
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
@@ -64,8 +60,6 @@ class OneLineErrors(TyperGroup):
 
 def describe(error: BaseException) -> tuple[str, int]:
     """The one-line message and exit code for an exception raised while a command runs."""
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted", EXIT_INTERRUPTED
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(error).lower():
         return OOM_HINT, EXIT_FAILURE
     if isinstance(error, (ModelLoadError, ValueError, OSError)):  # VideoError, UnsupportedModelError: ValueErrors
@@ -76,12 +70,19 @@ def describe(error: BaseException) -> tuple[str, int]:
 
 @contextmanager
 def reported_errors(verbose: bool = False) -> Iterator[None]:
-    """Turn any exception in the block into one stderr line and an exit code (traceback first when verbose)."""
+    """Turn any exception in the block into one stderr line and an exit code (traceback first when verbose).
+
+    Ctrl-C passes through (after the traceback when verbose): OneLineErrors reports it, wherever it lands.
+    """
     try:
         yield
     except (typer.Exit, typer.Abort, typer.TyperException):
         raise
-    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - the CLI's last line of defence
+    except KeyboardInterrupt:
+        if verbose:
+            traceback.print_exc()
+        raise
+    except Exception as error:  # noqa: BLE001 - the CLI's last line of defence
         if verbose:
             traceback.print_exc()
         message, code = describe(error)

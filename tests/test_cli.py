@@ -297,13 +297,14 @@ def test_runtime_failures_are_one_line(error, code, fragments, monkeypatch, mode
     assert_one_line_error(result.stderr, *fragments)
 
 
-def test_verbose_shows_the_traceback(monkeypatch, model_args, video_file):  # noqa: F811
+@pytest.mark.parametrize("error,code", [(RuntimeError("boom"), 1), (KeyboardInterrupt(), 130)])
+def test_verbose_shows_the_traceback(error, code, monkeypatch, model_args, video_file):  # noqa: F811
     def fail(*args, **kwargs):
-        raise RuntimeError("boom")
+        raise error
 
     monkeypatch.setattr(framefusion.pipeline, "ask", fail)
     result = run("ask", video_file, "q", *model_args, "--verbose")
-    assert result.exit_code == 1
+    assert result.exit_code == code
     assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("framefusion: error:")
 
 
