@@ -13,8 +13,9 @@ The paper's cost model counts full multi-head attention (4 N D^2 projections, 2 
 here, like Qwen2-VL, has grouped-query attention, and its causal kernel computes about half of the scores,
 so its attention weighs less in the dense prefill than the cost model says, and attention is the part that
 shrinks quadratically. A second ideal ("this model's FLOPs") counts the model's own work: q/o projections
-2 N D^2, k/v projections 2 N D d_kv, causal scores and values N (N + 1) D, FFN 3 N' D M. Both ideals are
-shown; the issue's target is against the paper's.
+2 N D^2, k/v projections 2 N D d_kv, causal scores and values N (N + 1) D, FFN 3 N' D M, and the cost
+model's 3 N D where FrameFusion computes similarities. Both ideals are shown; the issue's target is against
+the paper's.
 
 The default width keeps Qwen2-VL's proportions (head size 128, FFN about 5.5x hidden, 6 query heads per KV
 head, as Qwen2-VL-2B) at hidden 768.
@@ -31,13 +32,14 @@ import json
 import statistics
 import time
 from collections import defaultdict
+from functools import partial
 
 import numpy as np
 import torch
 
 from framefusion import apply_framefusion, last_stats, remove_framefusion
 from framefusion.adapters.base import FamilyAdapter
-from framefusion.budget import causal_gqa_layer_flops
+from framefusion.budget import causal_gqa_layer_flops, ideal_speedup
 from framefusion.engine import ReductionEngine
 from framefusion.prompting import prepare_inputs
 from framefusion.reduction import PrefillReduction
@@ -84,12 +86,10 @@ class EngineTimer:
 
 
 def model_ideal_speedup(stats, hidden: int, ffn: int, kv_width: int) -> float:
-    """Dense over reduced prefill work counted as the model computes it (the engine's similarity work left out)."""
-    dense = len(stats.tokens_per_layer()) * causal_gqa_layer_flops(stats.seq_len, stats.seq_len, hidden, ffn,
-                                                                   kv_width)
-    reduced = sum(causal_gqa_layer_flops(n_in, n_out, hidden, ffn, kv_width)
-                  for n_in, n_out in zip(stats.tokens_per_layer(), stats.ffn_tokens_per_layer()))
-    return dense / reduced
+    """Dense over reduced prefill work counted as this grouped-query, causal model computes it."""
+    cost = partial(causal_gqa_layer_flops, hidden=hidden, ffn=ffn, kv_width=kv_width)
+    return ideal_speedup(stats.seq_len, stats.tokens_per_layer(), stats.ffn_tokens_per_layer(), cost,
+                         stats.similarity_layers())
 
 
 def sync(device: torch.device) -> None:

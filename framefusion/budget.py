@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
+
+LayerCost = Callable[..., float]  # cost(tokens_in, tokens_out, similarity=False): one decoder layer's FLOPs
 
 
 def remaining_fractions(merge_ratios: Sequence[float]) -> list[float]:
@@ -49,27 +52,35 @@ def layer_flops(tokens_in: int, tokens_out: int, hidden: int, ffn: int, similari
     return float(flops)
 
 
-def causal_gqa_layer_flops(tokens_in: int, tokens_out: int, hidden: int, ffn: int, kv_width: int) -> float:
+def causal_gqa_layer_flops(tokens_in: int, tokens_out: int, hidden: int, ffn: int, kv_width: int,
+                           similarity: bool = False) -> float:
     """One decoder layer's work as a grouped-query, causal model computes it, in the cost model's units:
     q/o projections 2 N D^2, k/v projections 2 N D d_kv, causal scores and values N (N + 1) D (query i sees
-    i + 1 keys), FFN 3 N' D M. With d_kv = D it is the cost model minus the masked half of the scores."""
+    i + 1 keys), FFN 3 N' D M, plus 3 N D for similarity. With d_kv = D it is the cost model minus the masked
+    half of the scores."""
     projections = 2 * tokens_in * hidden**2 + 2 * tokens_in * hidden * kv_width
     attention = tokens_in * (tokens_in + 1) * hidden
-    return float(projections + attention + 3 * tokens_out * hidden * ffn)
+    flops = projections + attention + 3 * tokens_out * hidden * ffn
+    if similarity:
+        flops += 3 * tokens_in * hidden
+    return float(flops)
 
 
-def prefill_flops(tokens_per_layer: Sequence[int], tokens_after: Sequence[int], hidden: int, ffn: int,
+def paper_layer_cost(hidden: int, ffn: int) -> LayerCost:
+    """The paper's cost model (layer_flops) for a model of these widths."""
+    return partial(layer_flops, hidden=hidden, ffn=ffn)
+
+
+def prefill_flops(tokens_per_layer: Sequence[int], tokens_after: Sequence[int], layer_cost: LayerCost,
                   similarity_layers: Sequence[bool] | None = None) -> float:
     """Total prefill FLOPs of the decoder stack given each layer's token count in and out."""
     sims = similarity_layers or [False] * len(tokens_per_layer)
-    return sum(
-        layer_flops(n_in, n_out, hidden, ffn, sim) for n_in, n_out, sim in zip(tokens_per_layer, tokens_after, sims)
-    )
+    return sum(layer_cost(n_in, n_out, similarity=sim) for n_in, n_out, sim in zip(tokens_per_layer, tokens_after, sims))
 
 
-def ideal_speedup(dense_tokens: int, tokens_per_layer: Sequence[int], tokens_after: Sequence[int], hidden: int,
-                  ffn: int, similarity_layers: Sequence[bool] | None = None) -> float:
-    """Dense prefill FLOPs over reduced prefill FLOPs: the speed-up the cost model predicts."""
-    dense = prefill_flops([dense_tokens] * len(tokens_per_layer), [dense_tokens] * len(tokens_per_layer), hidden, ffn)
-    reduced = prefill_flops(tokens_per_layer, tokens_after, hidden, ffn, similarity_layers)
-    return dense / reduced
+def ideal_speedup(dense_tokens: int, tokens_per_layer: Sequence[int], tokens_after: Sequence[int],
+                  layer_cost: LayerCost, similarity_layers: Sequence[bool] | None = None) -> float:
+    """Dense prefill FLOPs over reduced prefill FLOPs: the speed-up a cost per layer predicts."""
+    dense_layers = [dense_tokens] * len(tokens_per_layer)
+    dense = prefill_flops(dense_layers, dense_layers, layer_cost)
+    return dense / prefill_flops(tokens_per_layer, tokens_after, layer_cost, similarity_layers)

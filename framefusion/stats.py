@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from framefusion.budget import ideal_speedup, kept_ratio
+from framefusion.budget import ideal_speedup, kept_ratio, paper_layer_cost
 from framefusion.layout import VideoGrid
 
 KEPT, MERGED, PRUNED = 0, 1, 2
@@ -68,8 +68,8 @@ class ReductionStats:
 
     def ideal_speedup(self, hidden_size: int, ffn_size: int) -> float:
         """Dense over reduced prefill FLOPs of the decoder stack by the paper's cost model (appendix 9)."""
-        return ideal_speedup(self.seq_len, self.tokens_per_layer(), self.ffn_tokens_per_layer(), hidden_size,
-                             ffn_size, self.similarity_layers())
+        return ideal_speedup(self.seq_len, self.tokens_per_layer(), self.ffn_tokens_per_layer(),
+                             paper_layer_cost(hidden_size, ffn_size), self.similarity_layers())
 
     @property
     def kept_ratio(self) -> float:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from framefusion.budget import (
-    causal_gqa_layer_flops, ideal_speedup, kept_ratio, layer_flops, prune_ratio, remaining_fractions,
+    causal_gqa_layer_flops, ideal_speedup, kept_ratio, layer_flops, paper_layer_cost, prune_ratio, remaining_fractions,
 )
 from framefusion.config import FrameFusionConfig
 from framefusion.layout import VideoGrid, layout_from_videos
@@ -65,8 +65,11 @@ def test_kept_ratio_and_flops():
     assert kept_ratio([10, 10, 5, 5], 10) == pytest.approx(0.75)
     assert kept_ratio([], 0) == 1.0
     assert layer_flops(10, 10, 4, 8) == 4 * 10 * 16 + 2 * 100 * 4 + 3 * 10 * 4 * 8
-    assert ideal_speedup(100, [100, 100], [100, 100], 8, 16) == pytest.approx(1.0)
-    assert ideal_speedup(100, [100, 30], [30, 30], 8, 16) > 1.0
+    cost = paper_layer_cost(8, 16)
+    assert ideal_speedup(100, [100, 100], [100, 100], cost) == pytest.approx(1.0)
+    assert ideal_speedup(100, [100, 30], [30, 30], cost) == pytest.approx(
+        2 * layer_flops(100, 100, 8, 16) / (layer_flops(100, 30, 8, 16) + layer_flops(30, 30, 8, 16)))
+    assert ideal_speedup(100, [100, 30], [30, 30], cost, [True, False]) < ideal_speedup(100, [100, 30], [30, 30], cost)
 
 
 # ---- merge --------------------------------------------------------------------------------------------
@@ -205,6 +208,7 @@ def test_causal_gqa_layer_flops_counts_what_such_a_layer_computes():
     # full-width k/v: the paper's cost model less the masked half of the scores
     assert causal_gqa_layer_flops(tokens, survivors, hidden, ffn, hidden) == (
         layer_flops(tokens, survivors, hidden, ffn) - tokens * tokens * hidden + tokens * hidden)
+    assert causal_gqa_layer_flops(tokens, survivors, hidden, ffn, kv_width, similarity=True) == expected + 3 * tokens * hidden
 
 
 def test_stats_token_counts_and_ideal_speedup():

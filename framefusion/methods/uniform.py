@@ -26,7 +26,7 @@ import numpy as np
 from torch import nn
 
 from framefusion.api import install_reducer
-from framefusion.budget import ideal_speedup, kept_ratio
+from framefusion.budget import ideal_speedup, kept_ratio, paper_layer_cost
 from framefusion.layout import TokenLayout, VideoGrid
 from framefusion.methods.common import check_budget, per_video
 from framefusion.methods.oneshot import OneShotReduction
@@ -109,7 +109,7 @@ class UniformStats(ReductionStats):
         """Dense prefill on the full clip over dense prefill on the reduced one (per-frame text not counted)."""
         full = self.seq_len + self.full_vision_tokens - self.num_vision_tokens
         tokens = [self.seq_len] * self.num_layers
-        return ideal_speedup(full, tokens, tokens, hidden_size, ffn_size)
+        return ideal_speedup(full, tokens, tokens, paper_layer_cost(hidden_size, ffn_size))
 
     def to_dict(self) -> dict:
         """ReductionStats.to_dict plus the full clip's video-token count."""
