@@ -1,11 +1,12 @@
 """Train the demo model from scratch on synthetic video QA, with a fixed seed, on a CPU in under an hour.
 
-    python -m framefusion.demo.train --out framefusion/demo_model [--steps 3000] [--seed 0] [--minutes 55]
+    python -m framefusion.demo.train --out framefusion/demo_model [--steps 6600] [--seed 0] [--minutes 56]
 
-The model is a stock Qwen2-VL with a small config (framefusion.tiny) and a byte-level BPE tokenizer trained
-here on the questions and answers. Training clips come from framefusion.synthetic (split "train"), sampled
-and preprocessed exactly as `framefusion ask` does (16 uniform frames, framefusion.prompting.prepare_inputs),
-with mild codec-like noise so that raw frames look like decoded mp4 frames. The loss is teacher-forced cross
+The defaults are the shipped model's recipe. The model is a stock Qwen2-VL with a small config
+(framefusion.tiny) and a byte-level BPE tokenizer trained here on the questions and answers. Training clips
+come from framefusion.synthetic (split "train"), sampled and preprocessed exactly as `framefusion ask` does
+(uniform frames, framefusion.prompting.prepare_inputs) at a frame count drawn per batch from 8-24 (ask's
+default is 16), with mild codec-like noise so that raw frames look like decoded mp4 frames. The loss is teacher-forced cross
 entropy on the answer tokens only. At the end the model is scored on held-out mp4 files (split "test") and
 saved with its processor; training.json in the output folder records the command, time and metrics.
 """
@@ -23,6 +24,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,23 +72,31 @@ class TrainConfig:
     """Everything that decides the trained weights (plus the time limit, which only stops early)."""
 
     seed: int = 0
-    steps: int = 3000
+    steps: int = 6600
     batch_size: int = 16
-    lr: float = 1.5e-3
+    lr: float = 1e-3
     min_lr_ratio: float = 0.05
     warmup: int = 100
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    task_mix: tuple[str, ...] = TASKS  # cycled; repeat a task to see it more often
+    task_mix: tuple[str, ...] = (*TASKS, "shape")  # cycled; shape, the slowest to learn, comes twice as often
     noise: float = 3.0  # max std of the added pixel noise
     extra_turns: int = 0  # follow-up questions per clip, answered from the generator's metadata (multi-turn)
-    minutes: float = 55.0  # stop early (and say so) when training runs longer than this
+    # frames sampled per clip, drawn per batch: a model trained on one frame count (one video-token count)
+    # breaks when a clip has fewer or more tokens, as it does under token reduction (see the README)
+    frame_counts: tuple[int, ...] = (8, 12, 16, 20, 24)
+    minutes: float = 56.0  # stop early (and say so) when training runs longer than this
     eval_questions: int = 200  # held-out questions scored at the end
     eval_seed: int = 0  # seed of the held-out set (split "test")
     workers: int = 1  # processes preparing batches beside the training loop (one thread each)
     threads: int = 1  # torch threads of the training loop; with one worker, 1 + 1 fills 2 cores without
     # oversubscribing them (measured: 0.45 s/step against 0.72 s/step with 2 training threads)
-    log_every: int = 50
+    log_every: int = 100
+
+    def __post_init__(self):
+        if not self.frame_counts or any(n < 2 or n % 2 for n in self.frame_counts):
+            raise ValueError(f"frame counts must be even numbers >= 2 (frames pair into temporal patches), "
+                             f"got {self.frame_counts}")
 
 
 # ---------------------------------------------------------------- model, tokenizer, processor
@@ -204,14 +214,15 @@ def next_turn_ids(processor: Any, question: str, answer: str, follow_up: str) ->
 
 
 def training_example(
-    processor: Any, sample: SyntheticSample, rng: np.random.Generator, noise: float, extra_turns: int = 0
+    processor: Any, sample: SyntheticSample, rng: np.random.Generator, noise: float, extra_turns: int = 0,
+    num_frames: int = DEMO_NUM_FRAMES,
 ) -> dict:
     """Model inputs for one sample: prompt as at inference, then the answer tokens carrying the loss.
 
     With extra_turns, up to that many follow-up questions about the same clip come after the answer, each
     with its own answer carrying loss too (the first turn is exactly what inference sees).
     """
-    clip = sampled_clip(sample.frames)
+    clip = sampled_clip(sample.frames, num_frames=num_frames)
     clip.frames = codec_noise(clip.frames, rng, noise)
     inputs = prepare_inputs(processor, [clip], sample.question)
     prompt = inputs["input_ids"][0]  # [L]
@@ -278,8 +289,11 @@ class SyntheticBatches(torch.utils.data.IterableDataset):
         )
         batch = []
         for index, sample in enumerate(samples):
+            if not batch:  # every clip of a batch has the same frame count
+                batch_rng = np.random.default_rng([config.seed, index // config.batch_size, 11])
+                num_frames = int(batch_rng.choice(config.frame_counts))
             rng = np.random.default_rng([config.seed, index, 7])  # augmentation noise of this sample
-            batch.append(training_example(self.processor, sample, rng, config.noise, config.extra_turns))
+            batch.append(training_example(self.processor, sample, rng, config.noise, config.extra_turns, num_frames))
             if len(batch) == config.batch_size:
                 yield collate(batch, self.processor.tokenizer.pad_token_id)
                 batch = []
@@ -323,10 +337,23 @@ def optimizer_for(model: nn.Module, config: TrainConfig) -> torch.optim.Optimize
 
 
 def train(model: nn.Module, processor: Any, config: TrainConfig, log=print) -> dict:
-    """Train in place for config.steps steps (or until config.minutes pass); returns a summary."""
-    torch.manual_seed(config.seed)
+    """Train in place for config.steps steps (or until config.minutes pass); returns a summary.
+
+    Uses config.threads torch threads meanwhile; the caller's thread count comes back afterwards (evaluation
+    uses every core), also when training fails or is interrupted.
+    """
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(config.threads)  # restored at the end, for the evaluation
+    torch.set_num_threads(config.threads)
+    try:
+        return _train_loop(model, processor, config, log)
+    finally:
+        torch.set_num_threads(threads_before)
+        model.eval()
+
+
+def _train_loop(model: nn.Module, processor: Any, config: TrainConfig, log) -> dict:
+    """The optimisation steps of train(), run with its thread setting."""
+    torch.manual_seed(config.seed)
     model.train()
     optimizer = optimizer_for(model, config)
     loader = torch.utils.data.DataLoader(
@@ -360,8 +387,6 @@ def train(model: nn.Module, processor: Any, config: TrainConfig, log=print) -> d
             log(f"stopping early at step {step}: the {config.minutes:g}-minute limit has passed")
             stopped_early = True
             break
-    model.eval()
-    torch.set_num_threads(threads_before)
     return {"steps": step, "stopped_early": stopped_early, "train_seconds": time.perf_counter() - start,
             "final_loss": float(np.mean(recent_loss)) if recent_loss else None}
 
@@ -418,7 +443,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads of the training loop")
     parser.add_argument("--log-every", type=int, default=defaults.log_every)
     parser.add_argument("--extra-turns", type=int, default=defaults.extra_turns)
-    parser.add_argument("--task-mix", nargs="+", default=list(defaults.task_mix), choices=TASKS)
+    parser.add_argument("--task-mix", nargs="+", default=list(defaults.task_mix), choices=TASKS,
+                        help="tasks cycled over the samples; repeat one to train on it more often")
+    parser.add_argument("--frames", nargs="+", type=int, default=list(defaults.frame_counts),
+                        help="frames sampled per training clip, drawn per batch from these (even numbers)")
     parser.add_argument("--size", type=json.loads, default={}, help='ModelSize overrides as JSON, e.g. \'{"num_layers": 6}\'')
     args = parser.parse_args(argv)
 
@@ -426,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr, minutes=args.minutes,
         eval_questions=args.eval_questions, eval_seed=args.eval_seed, workers=args.workers, threads=args.threads,
         log_every=args.log_every, task_mix=tuple(args.task_mix), extra_turns=args.extra_turns,
+        frame_counts=tuple(args.frames),
     )
     size = ModelSize(**args.size)
     command = "python -m framefusion.demo.train " + shlex.join(sys.argv[1:] if argv is None else list(argv))
@@ -436,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     params = sum(p.numel() for p in model.parameters())
     print(f"{params / 1e6:.2f}M parameters, {config.threads} torch threads for training")
 
-    summary = train(model, processor, config)
+    summary = train(model, processor, config, log=partial(print, flush=True))  # progress shows when logged
     print(f"training: {summary['steps']} steps in {summary['train_seconds'] / 60:.1f} min")
     metrics = evaluate_heldout(model, processor, config, methods=(("dense", 1.0), ("framefusion", 0.3)))
     wall = time.perf_counter() - wall_start
