@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from framefusion.demo.train import IGNORE, SyntheticBatches, TrainConfig, build_demo_model
+from framefusion.demo.train import IGNORE, SyntheticBatches, TrainConfig, build_demo_model, train
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +43,16 @@ def test_batches_follow_the_task_mix_and_carry_loss_only_on_answers(processor):
 def test_odd_or_missing_frame_counts_are_refused(counts):
     with pytest.raises(ValueError, match="even"):
         TrainConfig(frame_counts=counts)
+
+
+def test_training_is_reproducible_from_the_seed():
+    """Two short runs with one seed end on the same weights (a run with another seed does not)."""
+    def trained(seed: int) -> dict:
+        model, processor = build_demo_model(seed=seed)
+        config = TrainConfig(seed=seed, steps=3, batch_size=2, warmup=1, frame_counts=(8,), workers=0, log_every=3)
+        train(model, processor, config, log=lambda line: None)
+        return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+    first, again, other = trained(0), trained(0), trained(1)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 DEMO_NAME = "demo"
-DEMO_NUM_FRAMES = 16  # frames sampled per video, as in training
+DEMO_NUM_FRAMES = 16  # frames sampled per video by default (training draws 8-24 per batch)
 DEMO_IMAGE_SIZE = 48  # frames are resized to about 48 x 48 pixels (the processor caps pixels per frame)
 DEMO_MAX_NEW_TOKENS = 8  # every answer is one word
 

@@ -148,7 +148,7 @@ def build_demo_model(size: ModelSize = ModelSize(), seed: int = 0) -> tuple[nn.M
         if tokenizer.convert_tokens_to_ids(token) != stock.tokenizer.convert_tokens_to_ids(token):
             raise RuntimeError(f"the demo tokenizer's id of {token} differs from the model config's")
     video = stock.video_processor
-    video.num_frames = DEMO_NUM_FRAMES  # the frame count the demo was trained on
+    video.num_frames = DEMO_NUM_FRAMES  # the processor's default, the middle of the trained range
     processor = type(stock)(
         image_processor=stock.image_processor,
         video_processor=video,
