@@ -44,9 +44,14 @@ def kept_ratio(vision_tokens_per_layer: Sequence[int], num_vision_tokens: int) -
     return sum(vision_tokens_per_layer) / (len(vision_tokens_per_layer) * num_vision_tokens)
 
 
-def layer_flops(tokens_in: int, tokens_out: int, hidden: int, ffn: int, similarity: bool = False) -> float:
-    """FLOPs of one decoder layer: 4 N D^2 + 2 N^2 D + 3 N' D M, plus 3 N D for similarity."""
-    flops = 4 * tokens_in * hidden**2 + 2 * tokens_in**2 * hidden + 3 * tokens_out * hidden * ffn
+def layer_flops(tokens_in: int, tokens_out: int, hidden: int, ffn: int, similarity: bool = False,
+                span: int | None = None) -> float:
+    """FLOPs of one decoder layer: 4 N D^2 + 2 N^2 D + 3 N' D M, plus 3 N D for similarity.
+
+    With `span`, each query attends to at most that many keys: 2 N min(N, span) D for the scores.
+    """
+    keys = tokens_in if span is None else min(tokens_in, span)
+    flops = 4 * tokens_in * hidden**2 + 2 * tokens_in * keys * hidden + 3 * tokens_out * hidden * ffn
     if similarity:
         flops += 3 * tokens_in * hidden
     return float(flops)

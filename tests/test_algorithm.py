@@ -65,6 +65,8 @@ def test_kept_ratio_and_flops():
     assert kept_ratio([10, 10, 5, 5], 10) == pytest.approx(0.75)
     assert kept_ratio([], 0) == 1.0
     assert layer_flops(10, 10, 4, 8) == 4 * 10 * 16 + 2 * 100 * 4 + 3 * 10 * 4 * 8
+    assert layer_flops(10, 10, 4, 8, span=3) == 4 * 10 * 16 + 2 * 10 * 3 * 4 + 3 * 10 * 4 * 8
+    assert layer_flops(10, 10, 4, 8, span=30) == layer_flops(10, 10, 4, 8)
     cost = paper_layer_cost(8, 16)
     assert ideal_speedup(100, [100, 100], [100, 100], cost) == pytest.approx(1.0)
     assert ideal_speedup(100, [100, 30], [30, 30], cost) == pytest.approx(

@@ -23,6 +23,7 @@ from torch import nn
 
 from framefusion.adapters import adapter_for
 from framefusion.api import install_reducer
+from framefusion.budget import layer_flops
 from framefusion.hooks import as_attention_mask
 from framefusion.layout import TokenLayout
 from framefusion.methods.common import check_budget, layout_stats
@@ -81,11 +82,9 @@ class StreamingStats(ReductionStats):
 
     def ideal_speedup(self, hidden_size: int, ffn_size: int) -> float:
         """Dense over StreamingLLM prefill FLOPs by the paper's cost model, attention limited to the span."""
-        n, d = self.seq_len, hidden_size
-        span = min(n, self.sink + self.window)
-        dense = 4 * n * d**2 + 2 * n * n * d + 3 * n * d * ffn_size
-        streaming = 4 * n * d**2 + 2 * n * span * d + 3 * n * d * ffn_size
-        return dense / streaming
+        n = self.seq_len
+        dense = layer_flops(n, n, hidden_size, ffn_size)
+        return dense / layer_flops(n, n, hidden_size, ffn_size, span=self.sink + self.window)
 
     def to_dict(self) -> dict:
         """ReductionStats.to_dict plus the sink and window sizes."""
