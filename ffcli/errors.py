@@ -18,7 +18,6 @@ EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 OOM_HINT = "out of memory: try fewer --frames, a lower --budget, or --dtype bf16/fp16 on a GPU"
 
 
-
 def error_line(message: str) -> None:
     """Print `framefusion: error: <message>` as a single line on stderr."""
     text = " ".join(str(message).split()) or "unknown error"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from framefusion.demo.train import IGNORE, SyntheticBatches, TrainConfig, build_demo_model, train
+from framefusion.demo.train import IGNORE, SyntheticBatches, TrainConfig, build_demo_model, main, train
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +56,10 @@ def test_training_is_reproducible_from_the_seed():
     first, again, other = trained(0), trained(0), trained(1)
     assert all(torch.equal(first[name], again[name]) for name in first)
     assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+def test_command_line_refuses_an_odd_frame_count(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--out", "unused", "--frames", "8", "9"])
+    assert exited.value.code == 2
+    assert "even" in capsys.readouterr().err

@@ -6,8 +6,8 @@ The defaults are the shipped model's recipe. The model is a stock Qwen2-VL with 
 (framefusion.tiny) and a byte-level BPE tokenizer trained here on the questions and answers. Training clips
 come from framefusion.synthetic (split "train"), sampled and preprocessed exactly as `framefusion ask` does
 (uniform frames, framefusion.prompting.prepare_inputs) at a frame count drawn per batch from 8-24 (ask's
-default is 16), with mild codec-like noise so that raw frames look like decoded mp4 frames. The loss is teacher-forced cross
-entropy on the answer tokens only. At the end the model is scored on held-out mp4 files (split "test") and
+default is 16), with mild codec-like noise so that raw frames look like decoded mp4 frames. The loss is
+teacher-forced cross entropy on the answer tokens only. At the end the model is scored on held-out mp4 files (split "test") and
 saved with its processor; training.json in the output folder records the command, time and metrics.
 """
 
@@ -427,6 +427,16 @@ def _load_average() -> list[float] | None:
         return None
 
 
+def _config_from(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the command line asks for (ValueError when a value is out of range)."""
+    return TrainConfig(
+        seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr, minutes=args.minutes,
+        eval_questions=args.eval_questions, eval_seed=args.eval_seed, workers=args.workers, threads=args.threads,
+        log_every=args.log_every, task_mix=tuple(args.task_mix), extra_turns=args.extra_turns,
+        frame_counts=tuple(args.frames),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command line: train, evaluate, save, print the metrics and the wall time."""
     defaults = TrainConfig()
@@ -450,12 +460,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--size", type=json.loads, default={}, help='ModelSize overrides as JSON, e.g. \'{"num_layers": 6}\'')
     args = parser.parse_args(argv)
 
-    config = TrainConfig(
-        seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr, minutes=args.minutes,
-        eval_questions=args.eval_questions, eval_seed=args.eval_seed, workers=args.workers, threads=args.threads,
-        log_every=args.log_every, task_mix=tuple(args.task_mix), extra_turns=args.extra_turns,
-        frame_counts=tuple(args.frames),
-    )
+    try:
+        config = _config_from(args)
+    except ValueError as error:
+        parser.error(str(error))
     size = ModelSize(**args.size)
     command = "python -m framefusion.demo.train " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     print(command)
