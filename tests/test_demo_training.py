@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from framefusion.demo.train import IGNORE, SyntheticBatches, TrainConfig, build_demo_model, main, train
+from framefusion.synthetic import ANSWERS
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +31,14 @@ def test_each_batch_draws_one_frame_count_from_the_config(processor):
 def test_batches_follow_the_task_mix_and_carry_loss_only_on_answers(processor):
     mix = ("shape", "color", "shape")
     config = TrainConfig(steps=2, batch_size=3, task_mix=mix, frame_counts=(8,))
+    known_answers = {answer for answers in ANSWERS.values() for answer in answers}
     tasks = []
     for batch in SyntheticBatches(processor, config):
         tasks += batch["tasks"]
         for labels in batch["labels"]:
             answer = labels[labels != IGNORE]
-            assert answer.numel() >= 2 and answer[-1] == processor.tokenizer.eos_token_id  # the word, end of turn
+            assert answer[-1] == processor.tokenizer.eos_token_id  # the word, then end of turn
+            assert processor.tokenizer.decode(answer[:-1]).strip() in known_answers
     assert tasks == list(mix) * 2
 
 

@@ -7,8 +7,9 @@ The defaults are the shipped model's recipe. The model is a stock Qwen2-VL with 
 come from framefusion.synthetic (split "train"), sampled and preprocessed exactly as `framefusion ask` does
 (uniform frames, framefusion.prompting.prepare_inputs) at a frame count drawn per batch from 8-24 (ask's
 default is 16), with mild codec-like noise so that raw frames look like decoded mp4 frames. The loss is
-teacher-forced cross entropy on the answer tokens only. At the end the model is scored on held-out mp4 files (split "test") and
-saved with its processor; training.json in the output folder records the command, time and metrics.
+teacher-forced cross entropy on the answer tokens only. At the end the model is scored on held-out mp4 files
+(split "test") and saved with its processor; training.json in the output folder records the command, time
+and metrics.
 """
 
 from __future__ import annotations
