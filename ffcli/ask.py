@@ -22,6 +22,7 @@ def ask_command(
     budget: o.Budget = o.DEFAULT_BUDGET,
     similarity: o.Similarity = o.DEFAULT_SIMILARITY,
     ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
+    importance_queries: o.ImportanceQueries = None,
     frames: o.Frames = None,
     fps: o.Fps = None,
     decoder: o.Decoder = "av",
@@ -40,8 +41,9 @@ def ask_command(
         clip = read_clip(video, frames, fps, decoder)
         loaded = open_model(model, device, dtype, attn)
         stream = None if json else _write
-        result = ask(loaded, clip, question, method=method, budget=budget, similarity=similarity,
-                     ratio_lower_bound=ratio_lower_bound, max_new_tokens=max_new_tokens, on_text=stream)
+        params = o.method_params(similarity, ratio_lower_bound, importance_queries)
+        result = ask(loaded, clip, question, method=method, budget=budget, params=params,
+                     max_new_tokens=max_new_tokens, on_text=stream)
         if json:
             emit_json(result.to_json())
         else:

@@ -28,6 +28,7 @@ def compare_command(
     budget: o.Budget = o.DEFAULT_BUDGET,
     similarity: o.Similarity = o.DEFAULT_SIMILARITY,
     ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
+    importance_queries: o.ImportanceQueries = None,
     frames: o.Frames = None,
     fps: o.Fps = None,
     decoder: o.Decoder = "av",
@@ -43,16 +44,14 @@ def compare_command(
 ) -> None:
     """Run each method on the same frames and question; report answers, speed, memory and agreement with dense."""
     quiet_libraries(verbose)
+    params = o.method_params(similarity, ratio_lower_bound, importance_queries)
     if dataset is not None:
         if video is not None or question is not None:
             raise typer.BadParameter("give VIDEO and QUESTION, or --dataset, not both")
         if fps is not None:
             raise typer.BadParameter("--fps does not apply to --dataset; use --frames", param_hint="'--fps'")
-        if (similarity, ratio_lower_bound) != (o.DEFAULT_SIMILARITY, o.DEFAULT_RATIO_LOWER_BOUND):
-            raise typer.BadParameter("--dataset scores every method with its default parameters; drop --similarity "
-                                     "and --ratio-lower-bound")
         with reported_errors(verbose):
-            _score_dataset(dataset, model, method, budget, frames or o.DEFAULT_FRAMES,
+            _score_dataset(dataset, model, method, budget, params, frames or o.DEFAULT_FRAMES,
                            max_new_tokens or DATASET_MAX_NEW_TOKENS, decoder, device, dtype, attn, json)
         return
     if video is None or question is None:
@@ -65,17 +64,17 @@ def compare_command(
         planned = with_reference(method or DEFAULT_METHODS)
         with progress(stderr_console()) as bar:
             task = bar.add_task("Running methods", total=len(planned))
-            comparison = compare(loaded, clip, question, planned, budget=budget, similarity=similarity,
-                                 ratio_lower_bound=ratio_lower_bound, max_new_tokens=max_new_tokens or
-                                 o.DEFAULT_MAX_NEW_TOKENS, on_result=lambda _r: bar.advance(task))
+            comparison = compare(loaded, clip, question, planned, budget=budget, params=params,
+                                 max_new_tokens=max_new_tokens or o.DEFAULT_MAX_NEW_TOKENS,
+                                 on_result=lambda _r: bar.advance(task))
         if json:
             emit_json(comparison.to_json())
         else:
             stdout_console().print(compare_table(comparison))
 
 
-def _score_dataset(path: Path, model: str, methods: list[str] | None, budget: float, frames: int, max_new_tokens: int,
-                   decoder: str, device: str, dtype: str, attn: str, json: bool) -> None:
+def _score_dataset(path: Path, model: str, methods: list[str] | None, budget: float, params: dict, frames: int,
+                   max_new_tokens: int, decoder: str, device: str, dtype: str, attn: str, json: bool) -> None:
     """The --dataset mode: accuracy per method, with a progress bar over all answers."""
     from framefusion.compare import DEFAULT_METHODS, score_methods
     from framefusion.evaluation import load_dataset
@@ -89,7 +88,7 @@ def _score_dataset(path: Path, model: str, methods: list[str] | None, budget: fl
         def advance(method: str, _result) -> None:
             bar.update(task, advance=1, description=f"Scoring {len(items)} items ({method})")
 
-        scores = score_methods(loaded, items, methods, budget=budget, num_frames=frames,
+        scores = score_methods(loaded, items, methods, budget=budget, params=params, num_frames=frames,
                                max_new_tokens=max_new_tokens, decoder=decoder, on_item=advance)
     if json:
         emit_json({"dataset": str(path), "model": loaded.name, "frames": frames,

@@ -50,6 +50,13 @@ def check_ratio(value: float) -> float:
     return value
 
 
+def check_queries(value: int | None) -> int | None:
+    """None (the family's default) or a count of at least 1."""
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be at least 1 (or left out for the model family's default), got {value}")
+    return value
+
+
 def check_frames(value: int | list[int] | None) -> int | list[int] | None:
     """1 <= frames <= MAX_FRAMES (each one, when repeated)."""
     for frames in value if isinstance(value, list) else [value] if value is not None else []:
@@ -115,6 +122,11 @@ RatioLowerBound = Annotated[float, typer.Option(
     callback=check_ratio, rich_help_panel=REDUCTION_PANEL,
     help="FrameFusion: merging ends when a step finds fewer than this share of tokens similar (0..1).")]
 
+ImportanceQueries = Annotated[int | None, typer.Option(
+    callback=check_queries, metavar="Q", rich_help_panel=REDUCTION_PANEL, show_default=False,
+    help="FrameFusion: the prune step ranks video tokens by the attention of the prompt's last Q query rows "
+         "(default: the model family's, 4 for Qwen-VL models and 1 for the others, as the authors' code).")]
+
 Frames = Annotated[int | None, typer.Option(
     callback=check_frames, metavar="N", rich_help_panel=VIDEO_PANEL,
     help=f"Frames sampled uniformly in time (default {DEFAULT_FRAMES}, at most {MAX_FRAMES}).")]
@@ -133,3 +145,9 @@ Json = Annotated[bool, typer.Option(
 Verbose = Annotated[bool, typer.Option(
     "--verbose", "-v", rich_help_panel=OUTPUT_PANEL,
     help="Show library warnings, and the traceback when something fails.")]
+
+
+def method_params(similarity: float, ratio_lower_bound: float, importance_queries: int | None) -> dict:
+    """The method parameters the reduction options set, by the library's names (each method takes its own)."""
+    return {"similarity_lower_bound": similarity, "ratio_lower_bound": ratio_lower_bound,
+            "importance_queries": importance_queries}

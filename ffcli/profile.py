@@ -37,6 +37,7 @@ def profile_command(
     budget: o.Budgets = None,
     similarity: o.Similarity = o.DEFAULT_SIMILARITY,
     ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
+    importance_queries: o.ImportanceQueries = None,
     frames: o.FrameCounts = None,
     size: Annotated[int, typer.Option(
         callback=o.check_positive, rich_help_panel=o.VIDEO_PANEL,
@@ -78,8 +79,9 @@ def profile_command(
                 bar.update(task, advance=1, description=f"Profiling: {label}")
 
             runs = profile_runs(loaded, clip, budgets, frame_counts, repeats=repeats, warmup=warmup,
-                                new_tokens=max_new_tokens, method=method, similarity=similarity,
-                                ratio_lower_bound=ratio_lower_bound, on_step=advance)
+                                new_tokens=max_new_tokens, method=method,
+                                params=o.method_params(similarity, ratio_lower_bound, importance_queries),
+                                on_step=advance)
         if plot is not None:
             plot_profile(runs, plot)
         if json:

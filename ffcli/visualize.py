@@ -30,6 +30,7 @@ def visualize_command(
     budget: o.Budget = o.DEFAULT_BUDGET,
     similarity: o.Similarity = o.DEFAULT_SIMILARITY,
     ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
+    importance_queries: o.ImportanceQueries = None,
     frames: o.Frames = None,
     fps: o.Fps = None,
     decoder: o.Decoder = "av",
@@ -47,8 +48,9 @@ def visualize_command(
 
         clip = read_clip(video, frames, fps, decoder)
         loaded = open_model(model, device, dtype, attn)
-        result = ask(loaded, clip, question, method=method, budget=budget, similarity=similarity,
-                     ratio_lower_bound=ratio_lower_bound, max_new_tokens=1)  # one prefill records the reduction
+        params = o.method_params(similarity, ratio_lower_bound, importance_queries)
+        result = ask(loaded, clip, question, method=method, budget=budget, params=params,
+                     max_new_tokens=1)  # one prefill records the reduction
         stats = result.stats
         if stats is None:
             raise ValueError(f"method {method!r} recorded no per-token reduction to draw; try --method framefusion")
@@ -59,6 +61,7 @@ def visualize_command(
         if json:
             emit_json({"model": loaded.name, "method": method, "budget": budget, "frames": result.frames,
                        "vision_tokens": result.vision_tokens, "kept_ratio": result.kept_ratio,
+                       "importance_queries": result.importance_queries, "params": result.params,
                        "num_layers": stats.num_layers, "point": point, "files": [str(p) for p in paths]})
         else:
             console = stdout_console()

@@ -14,15 +14,19 @@ ENGINE_ATTRIBUTE = "_framefusion_engine"
 
 
 def apply_framefusion(model: nn.Module, cost: float = 0.3, similarity_lower_bound: float = 0.6,
-                      ratio_lower_bound: float = 0.1) -> nn.Module:
-    """Add FrameFusion to a Hugging Face video LLM in place and return it (re-applying replaces the settings)."""
-    config = FrameFusionConfig(cost, similarity_lower_bound, ratio_lower_bound)
+                      ratio_lower_bound: float = 0.1, importance_queries: int | None = None) -> nn.Module:
+    """Add FrameFusion to a Hugging Face video LLM in place and return it (re-applying replaces the settings).
+
+    importance_queries=None takes the family's default (4 for the Qwen-VL families, 1 for the others).
+    """
+    config = FrameFusionConfig(cost, similarity_lower_bound, ratio_lower_bound, importance_queries)
+    config = config.with_family_default(adapter_for(model).importance_queries)
 
     def make_reducer(layout, num_layers, device):
         return PrefillReduction(layout, config, num_layers, device)
 
     description = f"FrameFusion(cost={cost}, similarity_lower_bound={similarity_lower_bound}, " \
-                  f"ratio_lower_bound={ratio_lower_bound})"
+                  f"ratio_lower_bound={ratio_lower_bound}, importance_queries={config.importance_queries})"
     return install_reducer(model, make_reducer, description)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -69,12 +69,15 @@ def with_reference(methods: Sequence[str]) -> list[str]:
 
 
 def compare(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], question: str,
-            methods: Sequence[str] = DEFAULT_METHODS, *, budget: float = 0.3, similarity: float = 0.6,
-            ratio_lower_bound: float = 0.1, max_new_tokens: int = 64, warmup: bool = True,
+            methods: Sequence[str] = DEFAULT_METHODS, *, budget: float = 0.3, params: Mapping[str, Any] | None = None,
+            max_new_tokens: int = 64, warmup: bool = True,
             on_result: Callable[[AskResult], None] | None = None) -> CompareResult:
-    """Ask the same question with each method (dense added as the reference) and score agreement with dense."""
+    """Ask the same question with each method (dense added as the reference) and score agreement with dense.
+
+    params: method parameters by name; each method takes the ones it knows.
+    """
     methods = with_reference(methods)
-    settings = dict(budget=budget, similarity=similarity, ratio_lower_bound=ratio_lower_bound)
+    settings = dict(budget=budget, params=params)
     if warmup:  # one untimed token first, so the first method does not pay for lazy initialisation
         ask(loaded, clips, question, method=methods[0], max_new_tokens=1, **settings)
     results = []
@@ -88,7 +91,8 @@ def compare(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], questio
 
 
 def score_methods(loaded: LoadedModel, items: Sequence[DatasetItem], methods: Sequence[str], *,
-                  budget: float = 0.3, num_frames: int = 16, max_new_tokens: int = 8, decoder: str = "av",
+                  budget: float = 0.3, params: Mapping[str, Any] | None = None, num_frames: int = 16,
+                  max_new_tokens: int = 8, decoder: str = "av",
                   on_item: Callable[[str, ItemResult], None] | None = None) -> list[MethodScore]:
     """Accuracy of each method on a dataset (framefusion.evaluation), in the order given."""
     scores = []
@@ -97,5 +101,5 @@ def score_methods(loaded: LoadedModel, items: Sequence[DatasetItem], methods: Se
         report = (lambda result, name=method: on_item(name, result)) if on_item is not None else None
         scores.append(evaluate_dataset(loaded.model, loaded.processor, items, method=method, budget=budget,
                                        num_frames=num_frames, max_new_tokens=max_new_tokens, decoder=decoder,
-                                       on_item=report))
+                                       params=params, on_item=report))
     return scores

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter
+from framefusion.compat import cache_in, output_cache
 from framefusion.hooks import (OutputRecorder, continuation_mask, current_forward, keep_cache_rows, mark_reduced_cache,
                                replace_forward)
 from framefusion.layout import TokenLayout
@@ -28,6 +29,7 @@ class Reducer(Protocol):
     alive: torch.Tensor  # [n_alive] sequence positions still present
     version: int  # changes whenever `alive` does
     finished: bool
+    query_rows: int  # last prompt rows whose attention a prune step needs (see QueryKeys)
 
     def prunes_at(self, point: int) -> bool: ...
 
@@ -105,7 +107,7 @@ class ReductionEngine:
         if args:
             inputs.update(self._signature.bind_partial(*args).arguments)
         input_ids = inputs.get("input_ids")
-        cache = inputs.get("past_key_values")
+        cache = cache_in(inputs)
         if getattr(cache, "is_compileable", False):
             raise ValueError(f"{self.description} needs a dynamic KV cache; static/compiled caches are not supported")
         if input_ids is None or input_ids.shape[-1] <= 1:
@@ -145,7 +147,7 @@ class ReductionEngine:
         if run is None:
             return
         self.last_stats = run.stats()
-        cache = getattr(output, "past_key_values", None)
+        cache = output_cache(output)
         if cache is not None:
             keep = getattr(run, "kv_keep", None)
             if keep is not None:
@@ -184,7 +186,7 @@ class ReductionEngine:
         query_keys = None
         if prunes:
             query_keys = self.adapter.query_keys(attention, recorder.outputs["q"], recorder.outputs["k"],
-                                                 kwargs["position_embeddings"])
+                                                 kwargs["position_embeddings"], run.query_rows)
         hidden = run.step(index + 1, hidden, query_keys)
         residual = hidden
         return residual + layer.mlp(layer.post_attention_layernorm(hidden))
@@ -216,7 +218,7 @@ class ReductionEngine:
 
     def _fix_decode_mask(self, index: int, hidden: torch.Tensor, kwargs: dict) -> None:
         """On a cache filled by a reducing prefill, layers hold different lengths: give each its own mask."""
-        info = getattr(kwargs.get("past_key_values"), "_framefusion", None)
+        info = getattr(cache_in(kwargs), "_framefusion", None)
         if info is None:
             return
         kwargs["attention_mask"] = continuation_mask(hidden.shape[1], info.true_length(index),

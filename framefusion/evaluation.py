@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ class ItemResult:
     prediction: str
     correct: bool
     kept_ratio: float  # achieved budget on this prompt (1.0 when nothing was reduced)
+    importance_queries: int | None = None  # query rows the prune importance averaged over (None: not by attention)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class MethodScore:
     total: int
     kept_ratio: float  # mean achieved budget over the items
     per_task: dict[str, float] = field(default_factory=dict)  # task -> accuracy
+    importance_queries: int | None = None  # query rows the prune importance averaged over (None: not by attention)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -146,24 +148,29 @@ def evaluate_dataset(
     num_frames: int,
     max_new_tokens: int = 8,
     decoder: str = "av",
+    params: Mapping[str, Any] | None = None,
     on_item: Callable[[ItemResult], None] | None = None,
 ) -> MethodScore:
     """Answer every item with `method` at `budget` applied, score it, and leave the model dense afterwards.
+
+    params: method parameters by name (each method takes the ones it knows; default: every method's defaults).
 
     kept_ratio is each prompt's achieved budget from `last_stats` (methods that sample fewer frames report it
     against the full clip), 1.0 where the method leaves no statistics.
     """
     results = []
     try:
-        apply_method(model, method, budget)
+        apply_method(model, method, budget, **(params or {}))
         for item in items:
             clip = load_video(item.video, num_frames=num_frames, decoder=decoder)
             chosen = select_frames(method, clip, budget, model=model)
             before = last_stats(model)
             prediction = answer_question(model, processor, chosen, item.question, max_new_tokens)
             stats = last_stats(model)
-            kept = stats.kept_ratio if stats is not None and stats is not before else 1.0  # the method's own count
-            result = ItemResult(item, prediction, score_answer(prediction, item.answer, item.options), kept)
+            own = stats if stats is not None and stats is not before else None  # the method's own count
+            result = ItemResult(item, prediction, score_answer(prediction, item.answer, item.options),
+                                own.kept_ratio if own is not None else 1.0,
+                                own.importance_queries if own is not None else None)
             results.append(result)
             if on_item is not None:
                 on_item(result)
@@ -188,4 +195,5 @@ def summarize(method: str, budget: float, results: Sequence[ItemResult]) -> Meth
         total=total,
         kept_ratio=sum(r.kept_ratio for r in results) / total if total else 1.0,
         per_task={task: sum(marks) / len(marks) for task, marks in sorted(by_task.items())},
+        importance_queries=next((r.importance_queries for r in results if r.importance_queries is not None), None),
     )

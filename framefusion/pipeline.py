@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ from transformers import BatchFeature, TextStreamer
 
 from framefusion.adapters import adapter_for
 from framefusion.api import last_stats, remove_framefusion
+from framefusion.compat import output_cache
 from framefusion.loading import LoadedModel
 from framefusion.measure import clock, time_vision_encoder, track_peak_memory
 from framefusion.methods import apply_method, select_frames
@@ -47,6 +48,7 @@ class AskResult:
     model: str
     method: str
     budget: float  # the requested budget (a method without one ignores it; kept_ratio is what was achieved)
+    params: dict[str, Any]  # the method parameters given (each method uses those it takes)
     frames: int  # frames fed to the model, summed over videos
     vision_tokens: int  # video tokens in the prompt (N_v)
     kept_ratio: float  # achieved budget: mean over layers of vision tokens in the KV cache / N_v
@@ -57,6 +59,11 @@ class AskResult:
     first_token_logits: torch.Tensor | None = field(default=None, repr=False)  # [vocab] float32 on CPU
     generated_tokens: int = 0
     clips: list[VideoClip] = field(default_factory=list, repr=False)  # what the model saw (after the method's pick)
+
+    @property
+    def importance_queries(self) -> int | None:
+        """Query rows the method's prune step averaged attention over (None when nothing was ranked by attention)."""
+        return self.stats.importance_queries if self.stats is not None else None
 
     @property
     def time_to_first_token_s(self) -> float:
@@ -73,6 +80,8 @@ class AskResult:
             "frames": self.frames,
             "vision_tokens": self.vision_tokens,
             "kept_ratio": self.kept_ratio,
+            "importance_queries": self.importance_queries,
+            "params": dict(self.params),
             "tokens_per_layer": list(self.tokens_per_layer),
             "timings": self.timings.to_dict(),
             "peak_memory_bytes": self.peak_memory_bytes,
@@ -89,7 +98,7 @@ class Generation:
     vision_s: float
     first_token_s: float  # from the start of generate to the first token, vision included
     decode_s: float  # from the first token to the end of generate
-    past_key_values: Any = None
+    cache: Any = None  # the KV cache after generation, when asked for
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -156,7 +165,7 @@ def greedy_generate(loaded: LoadedModel, inputs: BatchFeature, max_new_tokens: i
         vision_s=encoder.seconds,
         first_token_s=first - start,
         decode_s=end - first,
-        past_key_values=output.past_key_values if keep_cache else None,
+        cache=output_cache(output) if keep_cache else None,
     )
 
 
@@ -171,16 +180,20 @@ def dense_token_counts(model: nn.Module, inputs: BatchFeature) -> tuple[int, lis
 
 
 def ask(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], question: str, *, method: str = "framefusion",
-        budget: float = 0.3, similarity: float = 0.6, ratio_lower_bound: float = 0.1, max_new_tokens: int = 64,
+        budget: float = 0.3, params: Mapping[str, Any] | None = None, max_new_tokens: int = 64,
         on_text: Callable[[str], None] | None = None) -> AskResult:
-    """Answer a question about one or more clips greedily with `method` installed for the call (removed after)."""
+    """Answer a question about one or more clips greedily with `method` installed for the call (removed after).
+
+    params: method parameters by name (e.g. similarity_lower_bound, importance_queries); each method takes the
+    ones it knows (framefusion.methods.apply_method).
+    """
     clips = [clips] if isinstance(clips, VideoClip) else list(clips)
+    params = dict(params or {})
     model = loaded.model
     with track_peak_memory(loaded.device) as peak:
         start = clock(loaded.device)
         try:
-            apply_method(model, method, budget, similarity_lower_bound=similarity,
-                         ratio_lower_bound=ratio_lower_bound)  # the registry passes each method what it takes
+            apply_method(model, method, budget, **params)  # the registry passes each method what it takes
             clips = [select_frames(method, clip, budget) for clip in clips]  # after apply: knows the model
             inputs = model_inputs(loaded, clips, question)
             generation = greedy_generate(loaded, inputs, max_new_tokens, on_text=on_text)
@@ -197,6 +210,7 @@ def ask(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], question: s
         model=loaded.name,
         method=method,
         budget=budget,
+        params=params,
         frames=sum(clip.num_frames for clip in clips),
         vision_tokens=vision_tokens,
         kept_ratio=stats.kept_ratio if stats is not None else 1.0,

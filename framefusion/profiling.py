@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ class ProfileRun:
     frames: int
     vision_tokens: int
     kept_ratio: float
+    importance_queries: int | None  # query rows the prune importance averaged over (None: no attention ranking)
     vision_s: float  # vision encoder
     prefill_s: float  # LLM prefill, vision excluded
     decode_per_token_s: float
@@ -83,10 +84,13 @@ def _configs(method: str, budgets: Sequence[float]) -> list[tuple[str, float]]:
 
 def profile_runs(loaded: LoadedModel, clip: VideoClip, budgets: Sequence[float] = (0.3,),
                  frame_counts: Sequence[int] = (16,), repeats: int = 3, warmup: int = 1, new_tokens: int = 16, *,
-                 method: str = "framefusion", similarity: float = 0.6, ratio_lower_bound: float = 0.1,
+                 method: str = "framefusion", params: Mapping[str, Any] | None = None,
                  question: str = "Describe the video in detail.",
                  on_step: Callable[[str], None] | None = None) -> list[ProfileRun]:
-    """Time dense and `method` at each budget, for each frame count: medians over repeats after warm-up runs."""
+    """Time dense and `method` at each budget, for each frame count: medians over repeats after warm-up runs.
+
+    params: method parameters by name; each method takes the ones it knows.
+    """
     if repeats < 1 or warmup < 0 or new_tokens < 1:
         raise ValueError("need repeats >= 1, warmup >= 0 and new_tokens >= 1")
     clips = {frames: subsample(clip, frames) for frames in dict.fromkeys(frame_counts)}  # checked before timing
@@ -95,8 +99,8 @@ def profile_runs(loaded: LoadedModel, clip: VideoClip, budgets: Sequence[float] 
         dense: ProfileRun | None = None
         for method_name, budget in _configs(method, budgets):
             label = f"{method_name} {budget:g}, {frames} frames"
-            run = _profile_one(loaded, sampled, method_name, budget, similarity, ratio_lower_bound, question,
-                               repeats, warmup, new_tokens, label, on_step)
+            run = _profile_one(loaded, sampled, method_name, budget, dict(params or {}), question, repeats, warmup,
+                               new_tokens, label, on_step)
             dense = dense or run
             run.speedup_prefill = dense.prefill_s / run.prefill_s if run.prefill_s > 0 else float("nan")
             run.speedup_end_to_end = dense.total_s / run.total_s if run.total_s > 0 else float("nan")
@@ -104,19 +108,19 @@ def profile_runs(loaded: LoadedModel, clip: VideoClip, budgets: Sequence[float] 
     return runs
 
 
-def _profile_one(loaded: LoadedModel, clip: VideoClip, method: str, budget: float, similarity: float,
-                 ratio_lower_bound: float, question: str, repeats: int, warmup: int, new_tokens: int,
-                 label: str, on_step: Callable[[str], None] | None) -> ProfileRun:
+def _profile_one(loaded: LoadedModel, clip: VideoClip, method: str, budget: float, params: dict[str, Any],
+                 question: str, repeats: int, warmup: int, new_tokens: int, label: str,
+                 on_step: Callable[[str], None] | None) -> ProfileRun:
     """All runs of one configuration: a prefill-only pass for the cache and statistics, warm-ups, timed repeats."""
     model = loaded.model
     step = on_step or (lambda _label: None)
     try:
-        apply_method(model, method, budget, similarity_lower_bound=similarity, ratio_lower_bound=ratio_lower_bound)
+        apply_method(model, method, budget, **params)
         chosen = select_frames(method, clip, budget)
         inputs = model_inputs(loaded, [chosen], question)
         step(f"{label}: prefill")
         first = greedy_generate(loaded, inputs, 1, keep_cache=True)  # one token: the cache holds the prompt only
-        kv_bytes = cache_bytes(first.past_key_values)
+        kv_bytes = cache_bytes(first.cache)
         del first
         stats = last_stats(model)
         samples = []
@@ -138,6 +142,7 @@ def _profile_one(loaded: LoadedModel, clip: VideoClip, method: str, budget: floa
         frames=chosen.num_frames,
         vision_tokens=stats.num_vision_tokens if stats is not None else dense_token_counts(model, inputs)[0],
         kept_ratio=stats.kept_ratio if stats is not None else 1.0,
+        importance_queries=stats.importance_queries if stats is not None else None,
         vision_s=vision_s,
         prefill_s=prefill_s,
         decode_per_token_s=decode_s / (new_tokens - 1) if new_tokens > 1 else 0.0,

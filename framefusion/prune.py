@@ -1,4 +1,4 @@
-"""The prune step as tensor functions: last-query attention importance and top-k selection."""
+"""The prune step as tensor functions: attention importance of the last query rows and top-k selection."""
 
 from __future__ import annotations
 
@@ -7,18 +7,23 @@ import torch
 from framefusion.merge import rank_descending
 
 
-def last_query_importance(query: torch.Tensor, keys: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Softmax attention of one query row over all keys, averaged over heads.
+def attention_importance(queries: torch.Tensor, keys: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Softmax attention the last q query rows give each key, averaged over heads and over the q rows.
 
-    query: [H, d] (post-rotary, the prompt's last position); keys: [H_kv, n, d] (post-rotary), H a multiple
-    of H_kv (grouped-query attention shares each key head among H / H_kv query heads). Returns [n] float32.
-    Costs O(H * n * d): one row of the attention matrix, never n x n.
+    queries: [q, H, d] (post-rotary) of the last q of the n positions whose keys are given: row j sits at key
+    index n - q + j and, causally, attends to keys 0 .. n - q + j only (its softmax runs over those).
+    keys: [H_kv, n, d] (post-rotary), H a multiple of H_kv (grouped-query attention shares each key head among
+    H / H_kv query heads). Returns [n] float32. Costs O(q * H * n * d): q rows of the attention matrix, never n x n.
     """
-    heads, dim = query.shape
+    rows, heads, dim = queries.shape
     kv_heads, n, _ = keys.shape
-    grouped = query.float().view(kv_heads, heads // kv_heads, dim)  # [H_kv, G, d]
-    scores = torch.einsum("kgd,knd->kgn", grouped, keys.float()) * scaling  # [H_kv, G, n]
-    return torch.softmax(scores, dim=-1).mean(dim=(0, 1))
+    grouped = queries.float().reshape(rows, kv_heads, heads // kv_heads, dim)  # [q, H_kv, G, d]
+    scores = torch.einsum("qkgd,knd->kgqn", grouped, keys.float()) * scaling  # [H_kv, G, q, n]
+    if rows > 1:
+        row_position = torch.arange(n - rows, n, device=keys.device)  # [q]
+        hidden_keys = torch.arange(n, device=keys.device)[None, :] > row_position[:, None]  # [q, n] future keys
+        scores = scores.masked_fill(hidden_keys, float("-inf"))
+    return torch.softmax(scores, dim=-1).mean(dim=(0, 1, 2))
 
 
 def keep_most_important(importance: torch.Tensor, keep: int, position: torch.Tensor) -> torch.Tensor:

@@ -10,15 +10,15 @@ from framefusion.budget import prune_ratio
 from framefusion.config import FrameFusionConfig
 from framefusion.layout import TokenLayout
 from framefusion.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
-from framefusion.prune import keep_most_important, keep_one_per_video, last_query_importance
+from framefusion.prune import attention_importance, keep_most_important, keep_one_per_video
 from framefusion.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
 
 
 @dataclass
 class QueryKeys:
-    """The last prompt query row and all keys a layer's attention used (both after rotary embedding)."""
+    """The last query rows of the prompt and all keys a layer's attention used (both after rotary embedding)."""
 
-    query: torch.Tensor  # [H, d]
+    queries: torch.Tensor  # [q, H, d], the last q alive positions
     keys: torch.Tensor  # [H_kv, n_alive, d]
     scaling: float
 
@@ -31,8 +31,11 @@ class PrefillReduction:
     """
 
     def __init__(self, layout: TokenLayout, config: FrameFusionConfig, num_layers: int, device: torch.device):
+        if config.importance_queries is None:
+            raise ValueError("PrefillReduction needs a resolved importance_queries (FrameFusionConfig.with_family_default)")
         self.layout = layout
         self.config = config
+        self.query_rows = config.importance_queries  # last prompt rows the prune step's importance averages over
         self.num_layers = num_layers
         self.device = device
         n_v = layout.num_vision_tokens
@@ -102,7 +105,7 @@ class PrefillReduction:
     def _prune(self, point: int, hidden: torch.Tensor, attention: QueryKeys) -> torch.Tensor:
         chain = self.chain
         rows = self.row_of_position[self.positions[chain]]
-        importance = last_query_importance(attention.query, attention.keys, attention.scaling)[rows]
+        importance = attention_importance(attention.queries, attention.keys, attention.scaling)[rows]
         ratio = prune_ratio(self.num_layers, self.config.cost, self.merge_ratios)
         n = chain.numel()
         keep_count = round(n * (1.0 - ratio)) if ratio < 1.0 else 0
@@ -155,10 +158,6 @@ class PrefillReduction:
             removed_by=self.removed_by.cpu(),
             merged_into=self.merged_into.cpu(),
             steps=list(self.steps),
+            importance_queries=self.query_rows,
         )
 
-
-def dense_stats(layout: TokenLayout, num_layers: int, method: str = "dense") -> ReductionStats:
-    """Statistics of a prompt that was not reduced (every vision token kept in every layer)."""
-    run = PrefillReduction(layout, FrameFusionConfig(cost=1.0), num_layers, torch.device("cpu"))
-    return run.stats(method)

@@ -38,6 +38,7 @@ class ReductionStats:
     removed_by: torch.Tensor  # [N_v] KEPT, MERGED or PRUNED
     merged_into: torch.Tensor  # [N_v] index (into the N_v tokens) of the token it merged into, -1 if none
     steps: list[StepRecord] = field(default_factory=list)
+    importance_queries: int | None = None  # query rows a prune step averaged attention over (None: no such step)
 
     @property
     def num_vision_tokens(self) -> int:
@@ -108,4 +109,5 @@ class ReductionStats:
             "tokens_per_layer": self.tokens_per_layer(),
             "vision_tokens_per_layer": self.vision_tokens_per_layer(),
             "steps": [s.__dict__ for s in self.steps],
+            "importance_queries": self.importance_queries,
         }

@@ -58,11 +58,12 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
         assert fragment in lines[0], (fragment, lines[0])
 
 
-ASK_KEYS = {"answer", "model", "method", "budget", "frames", "vision_tokens", "kept_ratio", "tokens_per_layer",
-            "timings", "peak_memory_bytes"}
+ASK_KEYS = {"answer", "model", "method", "budget", "frames", "vision_tokens", "kept_ratio", "importance_queries",
+            "params", "tokens_per_layer", "timings", "peak_memory_bytes"}
 TIMING_KEYS = {"vision_s", "prefill_s", "decode_s", "total_s"}
 AGREEMENT_KEYS = {"first_token_match", "kl_divergence", "exact_match"}
-PROFILE_RUN_KEYS = {"method", "budget", "frames", "vision_tokens", "kept_ratio", "vision_s", "prefill_s",
+PROFILE_RUN_KEYS = {"method", "budget", "frames", "vision_tokens", "kept_ratio", "importance_queries", "vision_s",
+                    "prefill_s",
                     "decode_per_token_s", "kv_cache_bytes", "peak_memory_bytes", "speedup_prefill",
                     "speedup_end_to_end", "ideal_speedup", "total_s", "new_tokens"}
 VISUALIZE_FILES = ("merged_blank.png", "merged_mean.png", "tokens_per_layer.png", "contact_sheet.png")

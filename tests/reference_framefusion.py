@@ -82,10 +82,11 @@ def project(attn, x, cos, sin):
     return rope(q, cos, sin), rope(k, cos, sin), v
 
 
-def attend(attn, q, k, v, causal_offset: int):
+def attend(attn, q, k, v, causal_offset: int, last_rows: int = 1):
     """Eager attention of queries q [nq, H, d] on keys k/v [nk, H_kv, d]; query i sees keys <= offset + i.
 
-    Returns (output [nq, D], last query's probabilities averaged over heads [nk]).
+    Returns (output [nq, D], the probabilities of the last `last_rows` queries averaged over heads and those
+    rows [nk]).
     """
     heads, kv_heads = q.shape[1], k.shape[1]
     group = heads // kv_heads
@@ -100,11 +101,17 @@ def attend(attn, q, k, v, causal_offset: int):
     scores = scores.masked_fill(~allowed[None], float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     out = torch.einsum("hqk,khd->qhd", probs.to(v.dtype), v).reshape(nq, -1)
-    return attn.o_proj(out), probs[:, -1, :].mean(dim=0)
+    rows = min(last_rows, nq)
+    return attn.o_proj(out), probs[:, nq - rows:, :].mean(dim=(0, 1))
 
 
 def reference_prefill(model, inputs, layout, config, layers, text_model, final_norm, lm_head) -> ReferenceResult:
-    """FrameFusion on one batch-1 prompt, step by step, with Python lists and loops."""
+    """FrameFusion on one batch-1 prompt, step by step, with Python lists and loops.
+
+    `config.importance_queries` must be set: the prune step ranks by the attention of that many last prompt rows.
+    """
+    if config.importance_queries is None:
+        raise ValueError("the reference needs config.importance_queries set explicitly")
     captured = capture_dense_inputs(model, inputs, layers, text_model)
     hidden = captured["hidden"][0]  # [N, D]
     cos_all, sin_all = (t[0] for t in captured["cos_sin"])  # [N, d]
@@ -174,11 +181,11 @@ def reference_prefill(model, inputs, layout, config, layers, text_model, final_n
         remove(merged)
         steps.append((point, "merge", len(merged)))
 
-    def do_prune(point, probs_last):
+    def do_prune(point, importance_row):
         r = budget_prune_ratio(num_layers, config.cost, state["ratios"])
         vision_idx = [i for i, pos in enumerate(alive) if pos in vision_info]
         n = len(vision_idx)
-        importance = {i: float(probs_last[i]) for i in vision_idx}
+        importance = {i: float(importance_row[i]) for i in vision_idx}
         ranked = sorted(vision_idx, key=lambda i: (-importance[i], alive[i]))
         k = round(n * (1 - r)) if r < 1.0 else 0
         if k > 0:
@@ -200,13 +207,13 @@ def reference_prefill(model, inputs, layout, config, layers, text_model, final_n
             del alive[i]
             del rows[i]
 
-    def step(point, probs_last):
+    def step(point, importance_row):
         if state["merging_done"] and state["pruning_done"]:
             return
         spent = budget_prune_ratio(num_layers, config.cost, state["ratios"]) >= 1.0
         if state["merging_done"] or (point >= 1 and spent):
             if point >= 1:
-                do_prune(point, probs_last)
+                do_prune(point, importance_row)
             return
         do_merge(point)
 
@@ -221,10 +228,11 @@ def reference_prefill(model, inputs, layout, config, layers, text_model, final_n
             x = layer.input_layernorm(h)
             q, k, v = project(layer.self_attn, x, cos_all[alive], sin_all[alive])
             caches.append((k, v))
-            attn_out, probs_last = attend(layer.self_attn, q, k, v, causal_offset=0)
+            attn_out, importance_row = attend(layer.self_attn, q, k, v, causal_offset=0,
+                                          last_rows=config.importance_queries)
             h = h + attn_out
             rows = [h[i] for i in range(h.shape[0])]
-            step(l + 1, probs_last)
+            step(l + 1, importance_row)
             h = torch.stack(rows)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
             if deepstack is not None and l < len(deepstack):

@@ -11,7 +11,7 @@ from framefusion.budget import (
 from framefusion.config import FrameFusionConfig
 from framefusion.layout import VideoGrid, layout_from_videos
 from framefusion.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
-from framefusion.prune import keep_most_important, keep_one_per_video, last_query_importance
+from framefusion.prune import attention_importance, keep_most_important, keep_one_per_video
 from framefusion.reduction import PrefillReduction, QueryKeys
 
 
@@ -25,6 +25,9 @@ from framefusion.reduction import PrefillReduction, QueryKeys
         ({"similarity_lower_bound": -1.01}, "similarity_lower_bound"),
         ({"ratio_lower_bound": -0.1}, "ratio_lower_bound"),
         ({"ratio_lower_bound": 1.1}, "ratio_lower_bound"),
+        ({"importance_queries": 0}, "importance_queries"),
+        ({"importance_queries": 2.0}, "importance_queries"),
+        ({"importance_queries": True}, "importance_queries"),
     ],
 )
 def test_config_rejects_out_of_range(kwargs, name):
@@ -33,8 +36,13 @@ def test_config_rejects_out_of_range(kwargs, name):
 
 
 def test_config_accepts_edges():
-    FrameFusionConfig(cost=1.0, similarity_lower_bound=-1.0, ratio_lower_bound=0.0)
+    FrameFusionConfig(cost=1.0, similarity_lower_bound=-1.0, ratio_lower_bound=0.0, importance_queries=1)
     FrameFusionConfig(cost=1e-3, similarity_lower_bound=2.0, ratio_lower_bound=1.0)  # > 1 disables merging
+
+
+def test_config_takes_the_family_default_only_when_unset():
+    assert FrameFusionConfig().with_family_default(4).importance_queries == 4
+    assert FrameFusionConfig(importance_queries=2).with_family_default(4).importance_queries == 2
 
 
 # ---- budget -------------------------------------------------------------------------------------------
@@ -125,16 +133,44 @@ def test_run_of_k_merged_tokens_leaves_the_mean_of_k_plus_one(k):
 
 
 # ---- prune --------------------------------------------------------------------------------------------
-def test_last_query_importance_matches_full_softmax_with_gqa():
+def loop_importance(queries, keys, scaling):
+    """Slow reference: for each head and each of the last q rows, a causal softmax over its visible keys."""
+    rows, heads, _ = queries.shape
+    kv_heads, n, _ = keys.shape
+    total = [0.0] * n
+    for row in range(rows):
+        position = n - rows + row  # the query's own position: it sees keys 0..position
+        for head in range(heads):
+            key_head = head // (heads // kv_heads)
+            scores = [float(queries[row, head] @ keys[key_head, j]) * scaling for j in range(position + 1)]
+            top = max(scores)
+            weights = [math.exp(score - top) for score in scores]
+            for j, weight in enumerate(weights):
+                total[j] += weight / sum(weights) / (rows * heads)
+    return torch.tensor(total)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 7])
+def test_attention_importance_matches_a_loop_over_heads_and_rows(rows):
+    torch.manual_seed(rows)
+    heads, kv_heads, n, d = 4, 2, 7, 8
+    queries = torch.randn(rows, heads, d)
+    keys = torch.randn(kv_heads, n, d)
+    got = attention_importance(queries, keys, 0.35)
+    torch.testing.assert_close(got, loop_importance(queries, keys, 0.35), atol=1e-6, rtol=1e-5)
+    assert got.sum().item() == pytest.approx(1.0, abs=1e-5)
+    if rows > 1:  # the earliest of the q rows cannot see the last key: only the later rows give it weight
+        assert got[-1] < loop_importance(queries[-1:], keys, 0.35)[-1]
+
+
+def test_attention_importance_of_one_row_is_the_last_query_softmax():
     torch.manual_seed(0)
     heads, kv_heads, n, d = 4, 2, 7, 8
-    q = torch.randn(heads, d)
-    k = torch.randn(kv_heads, n, d)
-    got = last_query_importance(q, k, 0.35)
-    k_rep = k.repeat_interleave(heads // kv_heads, dim=0)
-    expected = torch.softmax((q[:, None, :] * k_rep).sum(-1) * 0.35, dim=-1).mean(0)
-    assert torch.allclose(got, expected, atol=1e-6)
-    assert got.sum().item() == pytest.approx(1.0, abs=1e-5)
+    query = torch.randn(heads, d)
+    keys = torch.randn(kv_heads, n, d)
+    k_rep = keys.repeat_interleave(heads // kv_heads, dim=0)
+    expected = torch.softmax((query[:, None, :] * k_rep).sum(-1) * 0.35, dim=-1).mean(0)
+    torch.testing.assert_close(attention_importance(query[None], keys, 0.35), expected, atol=1e-6, rtol=1e-5)
 
 
 def test_keep_most_important_and_one_per_video():
@@ -158,7 +194,7 @@ def test_state_machine_one_shot_top_k_on_static_video():
     base = torch.randn(4, 16)
     hidden = torch.randn(1, layout.seq_len, 16)
     hidden[0, 3:19] = base.repeat(4, 1) + 1e-3 * torch.randn(16, 16)
-    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3), num_layers=8, device=torch.device("cpu"))
+    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, importance_queries=1), num_layers=8, device=torch.device("cpu"))
     out = run.step(0, hidden)
     # 12 of 16 tokens have a similar predecessor: 0.75 >= cap 0.7 -> floor(0.7 * 16) = 11 merges
     assert out.shape[1] == layout.seq_len - 11
@@ -171,12 +207,12 @@ def test_state_machine_merge_then_prune_and_budget():
     torch.manual_seed(1)
     hidden = torch.randn(1, layout.seq_len, 16)
     hidden[0, 7:11] = hidden[0, 3:7]  # frame 1 repeats frame 0: 4 similar tokens of 32 (0.125 < 0.2)
-    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2), num_layers=8, device=torch.device("cpu"))
+    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2, importance_queries=1), num_layers=8, device=torch.device("cpu"))
     out = run.step(0, hidden)
     assert [s.kind for s in run.steps] == ["merge"] and run.merging_done and not run.pruning_done
     assert run.prunes_at(1)
     n = out.shape[1]
-    attention = QueryKeys(torch.randn(4, 8), torch.randn(2, n, 8), 0.35)
+    attention = QueryKeys(torch.randn(1, 4, 8), torch.randn(2, n, 8), 0.35)
     run.step(1, out, attention)
     stats = run.stats()
     assert [s.kind for s in stats.steps] == ["merge", "prune"]
@@ -189,10 +225,10 @@ def test_state_machine_tight_budget_prunes_to_one_token_per_video():
     layout = make_layout(frames=8)
     hidden = torch.randn(1, layout.seq_len, 16)
     hidden[0, 7:35] = hidden[0, 3:7].repeat(7, 1) * 1.0  # mostly static, but merging alone over-spends
-    run = PrefillReduction(layout, FrameFusionConfig(cost=0.02, ratio_lower_bound=0.0), num_layers=2,
+    run = PrefillReduction(layout, FrameFusionConfig(cost=0.02, ratio_lower_bound=0.0, importance_queries=1), num_layers=2,
                            device=torch.device("cpu"))
     out = run.step(0, hidden)
-    attention = QueryKeys(torch.randn(4, 8), torch.randn(2, out.shape[1], 8), 0.35)
+    attention = QueryKeys(torch.randn(1, 4, 8), torch.randn(2, out.shape[1], 8), 0.35)
     run.step(1, out, attention)
     stats = run.stats()
     assert stats.steps[-1].kind == "prune"
@@ -218,10 +254,10 @@ def test_stats_token_counts_and_ideal_speedup():
     torch.manual_seed(1)
     hidden = torch.randn(1, layout.seq_len, 16)
     hidden[0, 7:11] = hidden[0, 3:7]
-    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2), num_layers=8,
+    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2, importance_queries=1), num_layers=8,
                            device=torch.device("cpu"))
     out = run.step(0, hidden)
-    run.step(1, out, QueryKeys(torch.randn(4, 8), torch.randn(2, out.shape[1], 8), 0.35))
+    run.step(1, out, QueryKeys(torch.randn(1, 4, 8), torch.randn(2, out.shape[1], 8), 0.35))
     stats = run.stats()
     kv, ffn = stats.tokens_per_layer(), stats.ffn_tokens_per_layer()
     assert kv[0] == layout.seq_len - 4 and ffn[0] < kv[0]  # layer 0 prunes after its attention

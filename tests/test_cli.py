@@ -89,6 +89,17 @@ def test_ask_json_is_one_object_with_the_documented_keys(model_args, video_file)
     assert payload["method"] == "framefusion" and payload["budget"] == 0.3 and payload["frames"] == 8
     assert payload["vision_tokens"] == 64 and 0.2 < payload["kept_ratio"] < 0.4
     assert len(payload["tokens_per_layer"]) == 4 and payload["peak_memory_bytes"] > 0
+    assert payload["importance_queries"] == 4  # the Qwen-VL family's default rule
+    assert payload["params"] == {"similarity_lower_bound": 0.6, "ratio_lower_bound": 0.1, "importance_queries": None}
+
+
+def test_importance_queries_option_reaches_the_prune_step(model_args, video_file):  # noqa: F811
+    result = run("ask", video_file, QUESTION, *model_args, "--max-new-tokens", "1", "--json", "--similarity", "2",
+                 "--importance-queries", "2")
+    assert result.exit_code == 0, result.stderr
+    payload = single_json(result.stdout)
+    assert payload["importance_queries"] == 2 and payload["params"]["importance_queries"] == 2
+    assert 0.28 < payload["kept_ratio"] < 0.32  # merging disabled: the budget is met by the prune step
 
 
 def test_ask_dense_with_decord_and_fps(model_args, video_file):  # noqa: F811
@@ -152,8 +163,10 @@ def test_compare_dataset(model_args, dataset_file):  # noqa: F811
     assert set(payload) == {"dataset", "model", "frames", "scores"}
     assert [s["method"] for s in payload["scores"]] == ["dense", "framefusion"]
     for score in payload["scores"]:
-        assert set(score) == {"method", "budget", "accuracy", "correct", "total", "kept_ratio", "per_task"}
+        assert set(score) == {"method", "budget", "accuracy", "correct", "total", "kept_ratio", "per_task",
+                              "importance_queries"}
         assert score["total"] == 2 and 0.0 <= score["accuracy"] <= 1.0
+    assert [s["importance_queries"] for s in payload["scores"]] == [None, 4]
     table = run("compare", "--dataset", dataset_file, *model_args, "--frames", "8", "--max-new-tokens", "1",
                 "--method", "dense")
     assert table.exit_code == 0 and "accuracy" in table.stdout
@@ -246,6 +259,7 @@ def bad_files(tmp_path_factory, video_file) -> dict[str, Path]:  # noqa: F811
     ("profile budget", ["profile", "--budget", "0.3", "--budget", "2"], ["--budget"]),
     ("similarity", ["ask", "{video}", "q", "--similarity", "-3"], ["--similarity", "-1"]),
     ("ratio lower bound", ["visualize", "{video}", "--ratio-lower-bound", "1.5"], ["--ratio-lower-bound"]),
+    ("importance queries", ["ask", "{video}", "q", "--importance-queries", "0"], ["--importance-queries", "at least 1"]),
     ("unknown method", ["ask", "{video}", "q", "--method", "magic"], ["unknown method 'magic'", "framefusion"]),
     ("unknown option", ["ask", "{video}", "q", "--colour"], ["No such option"]),
     ("missing question", ["ask", "{video}"], ["Missing argument"]),

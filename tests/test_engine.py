@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from reference_framefusion import capture_dense_inputs, reference_greedy_decode,
 
 from framefusion import FrameFusionConfig, UnsupportedModelError, apply_framefusion, last_stats, remove_framefusion
 from framefusion.adapters import adapter_for
+from framefusion.compat import cache_argument, output_cache
 from framefusion.prompting import prepare_inputs
 from framefusion.stats import MERGED
 from framefusion.tiny import FAMILIES
@@ -33,7 +36,14 @@ def model_parts(model):
     return adapter, adapter.decoder_layers(model), text
 
 
+def family_importance_queries(model) -> int:
+    """The authors' rule: the Qwen-VL families average prune importance over 4 query rows, the others over 1."""
+    return 4 if model.config.model_type.startswith("qwen") else 1
+
+
 def run_reference(model, inputs, config):
+    if config.importance_queries is None:
+        config = dataclasses.replace(config, importance_queries=family_importance_queries(model))
     adapter, layers, text = model_parts(model)
     layout = adapter.token_layout(adapter.multimodal_module(model), inputs["input_ids"], adapter.video_inputs(dict(inputs)))
     return reference_prefill(model, dict(inputs), layout, config, layers, text, text.norm, model.lm_head)
@@ -51,7 +61,8 @@ def engine_final_positions(stats) -> list[int]:
 
 
 def reduced_forward(model, inputs, config: FrameFusionConfig):
-    apply_framefusion(model, config.cost, config.similarity_lower_bound, config.ratio_lower_bound)
+    apply_framefusion(model, config.cost, config.similarity_lower_bound, config.ratio_lower_bound,
+                      config.importance_queries)
     try:
         with torch.no_grad():
             logits = model(**inputs).logits[0]
@@ -114,12 +125,42 @@ REGIMES = {
 
 @pytest.mark.parametrize("regime", list(REGIMES))
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_engine_matches_reference(regime, attention, tiny_model_factory):
+@pytest.mark.parametrize("queries", [1, 4])
+def test_engine_matches_reference(regime, attention, queries, tiny_model_factory):
     make_clip, config, regime_happened = REGIMES[regime]
     model, processor = tiny_model_factory("qwen2_vl", num_layers=8, attn_implementation=attention)
     inputs = prepare_inputs(processor, [make_clip()], QUESTION)
-    stats = assert_matches_reference(model, inputs, config)
+    stats = assert_matches_reference(model, inputs, dataclasses.replace(config, importance_queries=queries))
     assert regime_happened(stats.steps), [(s.point, s.kind, s.removed, s.capped) for s in stats.steps]
+    assert stats.importance_queries == queries
+
+
+def cut_after_video(inputs, video_token_id: int, tokens_after: int):
+    """The prompt ended `tokens_after` tokens after its last video token (the processor's other outputs kept)."""
+    last = int(torch.nonzero(inputs["input_ids"][0] == video_token_id).flatten()[-1])
+    end = last + 1 + tokens_after
+    return {key: value[:, :end] if key in ("input_ids", "attention_mask", "mm_token_type_ids") else value
+            for key, value in inputs.items()}
+
+
+@pytest.mark.parametrize("tokens_after", [0, 1, 2, 3])
+def test_prune_rows_when_fewer_than_q_tokens_follow_the_video(tokens_after, tiny_model_factory):
+    model, processor = tiny_model_factory("qwen2_vl", num_layers=8)
+    full = prepare_inputs(processor, [make_random_clip(8)], QUESTION)
+    inputs = cut_after_video(full, model.config.video_token_id, tokens_after)
+    assert inputs["input_ids"].shape[1] < full["input_ids"].shape[1]
+    config = FrameFusionConfig(cost=0.3, similarity_lower_bound=2.0, importance_queries=4)
+    stats = assert_matches_reference(model, inputs, config)  # the last 4 rows include alive video tokens
+    assert [s.kind for s in stats.steps] == ["merge", "prune"] and stats.steps[1].removed > 0
+
+
+def test_qwen_families_default_to_four_query_rows_and_others_to_one(tiny_model_factory):
+    for family in FAMILIES:
+        model, processor = tiny_model_factory(family, num_layers=4)
+        inputs = prepare_inputs(processor, [make_random_clip(8)], QUESTION)
+        _, stats = reduced_forward(model, inputs, FrameFusionConfig(cost=0.3, similarity_lower_bound=2.0))
+        assert stats.importance_queries == family_importance_queries(model), family
+        assert stats.to_dict()["importance_queries"] == stats.importance_queries
 
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f != "qwen2_vl"])
@@ -267,7 +308,7 @@ def test_cache_holds_alive_tokens_and_reports_dense_length(tiny_model_factory):
         with torch.no_grad():
             out = model(**inputs, use_cache=True)
         stats = last_stats(model)
-        cache = out.past_key_values
+        cache = output_cache(out)
         assert [layer.keys.shape[-2] for layer in cache.layers] == stats.tokens_per_layer()
         assert cache.get_seq_length() == inputs["input_ids"].shape[1]
     finally:
@@ -284,10 +325,10 @@ def test_several_new_tokens_at_once_equal_one_by_one(attention, tiny_model_facto
     apply_framefusion(model, cost=0.3)
     try:
         with torch.no_grad():
-            chunk_cache = model(**inputs, use_cache=True).past_key_values
-            chunk = model(input_ids=new, past_key_values=chunk_cache, position_ids=positions).logits[0]
-            step_cache = model(**inputs, use_cache=True).past_key_values
-            steps = [model(input_ids=new[:, i:i + 1], past_key_values=step_cache,
+            chunk_cache = output_cache(model(**inputs, use_cache=True))
+            chunk = model(input_ids=new, **cache_argument(chunk_cache), position_ids=positions).logits[0]
+            step_cache = output_cache(model(**inputs, use_cache=True))
+            steps = [model(input_ids=new[:, i:i + 1], **cache_argument(step_cache),
                            position_ids=positions[:, i:i + 1]).logits[0, -1] for i in range(3)]
     finally:
         remove_framefusion(model)

@@ -11,6 +11,7 @@ from reference_framefusion import ReferenceResult, capture_dense_inputs, project
 
 from framefusion import last_stats, remove_framefusion
 from framefusion.adapters import adapter_for
+from framefusion.compat import output_cache
 from framefusion.methods import apply_method, select_frames
 from framefusion.prompting import prepare_inputs
 from framefusion.tiny import FAMILIES
@@ -318,7 +319,7 @@ def test_streamingllm_matches_slow_reference(attention, tiny_model_factory):
     apply_method(model, "streamingllm", budget)
     try:
         with torch.no_grad():
-            cache = model(**inputs, use_cache=True).past_key_values
+            cache = output_cache(model(**inputs, use_cache=True))
     finally:
         remove_framefusion(model)
     assert cache.get_seq_length() == n  # decode positions continue the dense prompt's

@@ -38,7 +38,7 @@ def one_video_layout(frames=4, rows=2, cols=2, start=5, text_after=6, gap=0, raw
 # ---- registry and parameters ------------------------------------------------------------------------------
 def test_registry_has_every_method_with_its_parameters():
     assert method_names() == ["dense", "framefusion", "fastv", "streamingllm", "vidcom2", "evs", "uniform"]
-    assert get_method("framefusion").params == ("similarity_lower_bound", "ratio_lower_bound")
+    assert get_method("framefusion").params == ("similarity_lower_bound", "ratio_lower_bound", "importance_queries")
     assert get_method("uniform").select_frames is not None
     assert all(METHODS[n].select_frames is None for n in method_names() if n != "uniform")
     with pytest.raises(ValueError, match="choose from"):
@@ -106,7 +106,7 @@ def test_fastv_keeps_the_tokens_the_last_query_attends_to():
     keys = torch.zeros(1, n, 4)
     favoured = layout.positions[[1, 6, 7]]
     keys[0, favoured, 0] = 5.0
-    attention = QueryKeys(query=torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 2), keys=keys, scaling=1.0)
+    attention = QueryKeys(queries=torch.tensor([[[1.0, 0.0, 0.0, 0.0]] * 2]), keys=keys, scaling=1.0)
     keep = fastv_keep(layout, None, attention, keep_count=3)
     assert torch.nonzero(keep).flatten().tolist() == [1, 6, 7]
     keep = fastv_keep(layout, None, attention, keep_count=0)

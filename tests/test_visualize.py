@@ -42,9 +42,9 @@ def case():
     hidden = torch.randn(1, layout.seq_len, 16)
     hidden[0, 3 + 12:3 + 18] = hidden[0, 3:9]  # grid frame 1 repeats patches 0-5 of grid frame 0
     hidden[0, 3 + 24] = hidden[0, 3]  # grid frame 2 patch 0 too: a group spanning three grid frames
-    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2), NUM_LAYERS, torch.device("cpu"))
+    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2, importance_queries=1), NUM_LAYERS, torch.device("cpu"))
     out = run.step(0, hidden)
-    run.step(1, out, QueryKeys(torch.randn(4, 8), torch.randn(2, out.shape[1], 8), 0.35))
+    run.step(1, out, QueryKeys(torch.randn(1, 4, 8), torch.randn(2, out.shape[1], 8), 0.35))
     stats = run.stats()
     assert [s.kind for s in stats.steps] == ["merge", "prune"]
     assert stats.removed_by.eq(MERGED).sum() == 7 and stats.removed_by.eq(PRUNED).any()

@@ -25,6 +25,7 @@ class FamilyAdapter:
 
     name: str = ""
     model_types: tuple[str, ...] = ()
+    importance_queries: int = 1  # FrameFusion's default query rows for prune importance (the authors' code: 1)
 
     def multimodal_module(self, model: nn.Module) -> nn.Module:
         """The module whose forward receives input_ids and the processor's grid metadata."""
@@ -61,22 +62,23 @@ class FamilyAdapter:
         return []
 
     def query_keys(self, attention: nn.Module, q_out: torch.Tensor, k_out: torch.Tensor,
-                   position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> QueryKeys:
-        """Rebuild the last query row and all keys, after q/k norms and rotary, from q_proj/k_proj outputs.
+                   position_embeddings: tuple[torch.Tensor, torch.Tensor], rows: int = 1) -> QueryKeys:
+        """Rebuild the last `rows` query rows and all keys, after q/k norms and rotary, from q_proj/k_proj outputs.
 
         q_out: [1, n, H * d]; k_out: [1, n, H_kv * d]; cos, sin: [1, n, d]. These are the tensors the layer's
         own attention computed (recorded by hooks), so the scores match what the attention used.
         """
         head_dim = attention.head_dim
         n = k_out.shape[1]
-        query = q_out[0, -1:].reshape(1, -1, head_dim)  # [1, H, d]
+        rows = min(rows, n)
+        queries = q_out[0, -rows:].reshape(rows, -1, head_dim)  # [q, H, d]
         keys = k_out[0].reshape(n, -1, head_dim)  # [n, H_kv, d]
         if hasattr(attention, "q_norm"):
-            query, keys = attention.q_norm(query), attention.k_norm(keys)
+            queries, keys = attention.q_norm(queries), attention.k_norm(keys)
         cos, sin = (t[0][:, None, :] for t in position_embeddings)  # [n, 1, d]
-        query = query * cos[-1:] + rotate_half(query) * sin[-1:]
+        queries = queries * cos[-rows:] + rotate_half(queries) * sin[-rows:]
         keys = keys * cos + rotate_half(keys) * sin
-        return QueryKeys(query=query[0], keys=keys.transpose(0, 1), scaling=float(attention.scaling))
+        return QueryKeys(queries=queries, keys=keys.transpose(0, 1), scaling=float(attention.scaling))
 
 
 def token_positions(input_ids: torch.Tensor, token_id: int) -> torch.Tensor:

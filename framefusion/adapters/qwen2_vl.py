@@ -16,6 +16,7 @@ class Qwen2VLAdapter(FamilyAdapter):
 
     name = "Qwen2-VL"
     model_types = ("qwen2_vl",)
+    importance_queries = 4  # the authors' Qwen2-VL code averages the prune importance over the last 4 rows
 
     def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """The (t, h, w) patch grid of every video."""

@@ -47,7 +47,7 @@ def _framefusion(model: nn.Module, budget: float, **params: Any) -> nn.Module:
 METHODS: dict[str, Method] = {
     "dense": Method("dense", "the unmodified model", _dense),
     "framefusion": Method("framefusion", "merge similar, then prune unimportant video tokens (FrameFusion)",
-                          _framefusion, params=("similarity_lower_bound", "ratio_lower_bound")),
+                          _framefusion, params=("similarity_lower_bound", "ratio_lower_bound", "importance_queries")),
     "fastv": Method("fastv", "prune video tokens by last-query attention after layer K = 2 (FastV)", apply_fastv,
                     params=("layer",)),
     "streamingllm": Method("streamingllm", "attention sink of 8 tokens plus a recent window (StreamingLLM)",

@@ -25,7 +25,7 @@ from torch import nn
 from framefusion.api import install_reducer
 from framefusion.methods.common import check_budget
 from framefusion.methods.oneshot import OneShotReduction
-from framefusion.prune import keep_most_important, keep_one_per_video, last_query_importance
+from framefusion.prune import attention_importance, keep_most_important, keep_one_per_video
 
 FASTV_LAYER = 2  # K: prune after this layer's attention (the paper's setting, appendix 7)
 
@@ -51,7 +51,7 @@ def fastv_keep_count(num_vision: int, num_layers: int, budget: float, point: int
 def fastv_keep(layout, vision_hidden, attention, keep_count: int):
     """keep [N_v] bool: the keep_count video tokens the last query attends to most (one per video if 0)."""
     positions = layout.positions.to(attention.keys.device)
-    importance = last_query_importance(attention.query, attention.keys, attention.scaling)[positions]  # [N_v]
+    importance = attention_importance(attention.queries, attention.keys, attention.scaling)[positions]  # [N_v]
     if keep_count > 0:
         return keep_most_important(importance, keep_count, positions)
     return keep_one_per_video(importance, layout.video.to(positions.device), positions)

@@ -35,6 +35,7 @@ class OneShotReduction:
         self.point = point
         self.choose = choose
         self.needs_attention = needs_attention
+        self.query_rows = 1  # attention-based choices (FastV) rank by the last prompt row, as the FastV paper
         self.alive = torch.arange(layout.seq_len, device=device)  # [n_alive] sequence positions
         self.version = 0
         self.finished = point is None or choose is None or n_v == 0
@@ -70,7 +71,8 @@ class OneShotReduction:
 
     def stats(self) -> ReductionStats:
         """What this prefill removed, in the statistics every method reports."""
-        return layout_stats(self.layout, self.num_layers, self.method, self.removed_at, self.removed_by, self.steps)
+        return layout_stats(self.layout, self.num_layers, self.method, self.removed_at, self.removed_by, self.steps,
+                            importance_queries=self.query_rows if self.needs_attention else None)
 
 
 

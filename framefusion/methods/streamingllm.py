@@ -103,6 +103,7 @@ class StreamingReduction:
         self.alive = torch.arange(layout.seq_len, device=device)
         self.version = 0
         self.finished = True  # no token step: the engine runs every layer as it is
+        self.query_rows = 0  # never asks for attention rows
         dense = layout.seq_len <= sink + self.window
         self.kv_keep = None if dense else span_positions(layout.seq_len, self.window, sink).to(device)
 
