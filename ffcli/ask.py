@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +14,7 @@ from ffcli.session import open_model, quiet_libraries, read_clip
 
 
 def ask_command(
-    video: Annotated[Path, typer.Argument(help="Video file to ask about.", show_default=False)],
+    video: Annotated[str, typer.Argument(help="Video file to ask about (a local file; URLs are refused).", show_default=False)],
     question: Annotated[str, typer.Argument(help="The question, in quotes.", show_default=False)],
     model: o.Model = "demo",
     method: o.Method = "framefusion",

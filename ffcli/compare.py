@@ -16,7 +16,8 @@ DATASET_MAX_NEW_TOKENS = 8  # dataset answers are short (an option or a word)
 
 
 def compare_command(
-    video: Annotated[Path | None, typer.Argument(help="Video file (not with --dataset).", show_default=False)] = None,
+    video: Annotated[str | None, typer.Argument(help="Video file (a local file; not with --dataset).",
+                                                  show_default=False)] = None,
     question: Annotated[str | None, typer.Argument(help="The question (not with --dataset).",
                                                    show_default=False)] = None,
     dataset: Annotated[Path | None, typer.Option(

@@ -30,7 +30,7 @@ def generated_clip(num_frames: int, size: int, seed: int = 0) -> VideoClip:
 
 
 def profile_command(
-    video: Annotated[Path | None, typer.Argument(
+    video: Annotated[str | None, typer.Argument(
         help="Video file to profile on; without it a synthetic clip is generated.", show_default=False)] = None,
     model: o.Model = "demo",
     method: o.Method = "framefusion",

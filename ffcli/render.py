@@ -6,8 +6,9 @@ import json
 import math
 import os
 import sys
+import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -54,6 +55,34 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
+
+
+class DelayedProgress:
+    """A progress bar for work that is usually quick: it appears only once the work has taken `delay` seconds."""
+
+    def __init__(self, console: Console, description: str, delay: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.console, self.description, self.delay, self.clock = console, description, delay, clock
+        self.started = clock()
+        self.bar: Progress | None = None
+        self.task = None
+
+    def update(self, done: int, total: int) -> None:
+        """Report `done` of `total` units; starts showing the bar after `delay` seconds."""
+        if self.bar is None:
+            if self.clock() - self.started < self.delay:
+                return
+            self.bar = progress(self.console)
+            self.bar.start()
+            self.task = self.bar.add_task(self.description, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __enter__(self) -> "DelayedProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def progress(console: Console, *, bar: bool = True) -> Progress:

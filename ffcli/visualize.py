@@ -16,7 +16,7 @@ DEFAULT_QUESTION = "Describe the video in detail."
 
 
 def visualize_command(
-    video: Annotated[Path, typer.Argument(help="Video file to visualize the reduction on.", show_default=False)],
+    video: Annotated[str, typer.Argument(help="Video file to visualize the reduction on (a local file).", show_default=False)],
     out: Annotated[Path, typer.Option(
         "--out", "-o", rich_help_panel=o.OUTPUT_PANEL, help="Folder for the PNG files (created if needed).")]
         = Path("framefusion-visualize"),

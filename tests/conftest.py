@@ -8,7 +8,31 @@ import numpy as np
 import pytest
 import torch
 
-from framefusion.video import VideoClip
+from framefusion.video import VideoClip, decord_available
+
+NOT_APPLICABLE = "decord is not installed on this platform (its wheels exist for Linux x86_64 and Windows only)"
+
+
+def uses_decord(item: pytest.Item) -> bool:
+    """A test marked `decord`, or parametrized with decoder='decord'."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return item.get_closest_marker("decord") is not None or params.get("decoder") == "decord"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without decord, the tests that need it are deselected: not run, and never counted as passed."""
+    if decord_available():
+        return
+    not_applicable = [item for item in items if uses_decord(item)]
+    if not_applicable:
+        items[:] = [item for item in items if not uses_decord(item)]
+        config.hook.pytest_deselected(items=not_applicable)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Say in one place why the decord tests did not run."""
+    if not decord_available():
+        terminalreporter.write_line(f"not applicable: every decord test was deselected: {NOT_APPLICABLE}")
 
 
 def make_random_clip(

@@ -102,6 +102,7 @@ def test_importance_queries_option_reaches_the_prune_step(model_args, video_file
     assert 0.28 < payload["kept_ratio"] < 0.32  # merging disabled: the budget is met by the prune step
 
 
+@pytest.mark.decord
 def test_ask_dense_with_decord_and_fps(model_args, video_file):  # noqa: F811
     result = run("ask", video_file, QUESTION, *model_args, "--method", "dense", "--decoder", "decord",
                  "--fps", "2", "--max-new-tokens", "2", "--json")
@@ -261,6 +262,7 @@ def bad_files(tmp_path_factory, video_file) -> dict[str, Path]:  # noqa: F811
     ("ratio lower bound", ["visualize", "{video}", "--ratio-lower-bound", "1.5"], ["--ratio-lower-bound"]),
     ("importance queries", ["ask", "{video}", "q", "--importance-queries", "0"], ["--importance-queries", "at least 1"]),
     ("unknown method", ["ask", "{video}", "q", "--method", "magic"], ["unknown method 'magic'", "framefusion"]),
+    ("url", ["ask", "https://example.com/v.mp4", "q"], ["https://example.com/v.mp4", "download the video first"]),
     ("unknown option", ["ask", "{video}", "q", "--colour"], ["No such option"]),
     ("missing question", ["ask", "{video}"], ["Missing argument"]),
     ("compare without input", ["compare"], ["--dataset"]),
@@ -338,3 +340,36 @@ def test_ctrl_c_outside_a_command_body_still_prints_its_line(capsys):
         app(["interrupted"])
     assert exited.value.code == 130
     assert_one_line_error(capsys.readouterr().err, "interrupted")
+
+
+# ---------------------------------------------------------------- decoding progress
+
+
+def test_decoding_progress_appears_only_after_a_second():
+    import io
+
+    from rich.console import Console
+
+    from ffcli.render import DelayedProgress
+
+    now = [0.0]
+    output = io.StringIO()
+    console = Console(file=output, force_terminal=True, width=100)
+    with DelayedProgress(console, "Decoding clip.mp4", delay=1.0, clock=lambda: now[0]) as bar:
+        now[0] = 0.6
+        bar.update(10, 100)
+        assert bar.bar is None  # quick work: no bar at all
+        now[0] = 1.2
+        bar.update(40, 100)
+        assert bar.bar is not None and bar.bar.tasks[0].completed == 40
+        bar.update(100, 100)
+    assert "Decoding clip.mp4" in output.getvalue()
+
+
+def test_read_clip_reports_decoding_progress(video_file, monkeypatch):  # noqa: F811
+    from ffcli import render, session
+
+    updates = []
+    monkeypatch.setattr(render.DelayedProgress, "update", lambda self, done, total: updates.append((done, total)))
+    clip = session.read_clip(str(video_file), 8, None, "av")
+    assert clip.num_frames == 8 and updates and updates[-1][0] == updates[-1][1]  # ends complete

@@ -167,6 +167,7 @@ def test_decoders_read_every_frame(videos, decoder, name):
     assert clip.source == str(videos[name])
 
 
+@pytest.mark.decord
 @pytest.mark.parametrize("name", ["cfr", "mpeg4", "vfr", "rotated"])
 @pytest.mark.parametrize(
     "sampling", [{}, {"num_frames": 7}, {"fps": 3.0}, {"fps": 50.0, "max_frames": 5}]
@@ -343,3 +344,19 @@ def test_write_video_falls_back_to_mpeg4(tmp_path):
     path = write_video(tmp_path / "out.mp4", numbered_frames(4), 5, codec="no-such-codec")
     assert probe_video(path).codec == "mpeg4"
     assert Fraction(probe_video(path).fps).limit_denominator(100) == 5
+
+
+def test_decord_missing_is_a_clear_error_naming_the_default(videos, monkeypatch):
+    from framefusion.video import decord_reader
+
+    monkeypatch.setattr(decord_reader, "decord_available", lambda: False)
+    with pytest.raises(VideoError, match="decord.*not installed.*'av'"):
+        load_video(videos["cfr"], decoder="decord")
+    assert load_video(videos["cfr"], num_frames=2).num_frames == 2  # PyAV still works
+
+
+@pytest.mark.parametrize("url", ["https://example.com/v.mp4", "http://127.0.0.1:8000/clip.mkv", "s3://bucket/a.mp4"])
+def test_urls_are_refused_with_advice_to_download(url):
+    with pytest.raises(VideoError, match="local video files only.*download the video first") as caught:
+        load_video(url)
+    assert url in str(caught.value)
