@@ -95,10 +95,14 @@ def demo_model_directory() -> Path:
 
 def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "auto",
                attn: str = "sdpa") -> LoadedModel:
-    """Load a supported video LLM and its processor (hub id, local directory, or "demo") for inference."""
+    """Load a supported video LLM and its processor (hub id, local directory, or "demo") for inference.
+
+    device="auto" picks cuda, then mps, then cpu; for the built-in demo model it picks the cpu (a 1.3 M-parameter
+    model gains nothing from a GPU, and it was trained and measured in fp32).
+    """
     if attn not in ATTENTION:
         raise ValueError(f"unknown attention implementation {attn!r}; choose from {', '.join(ATTENTION)}")
-    torch_device = resolve_device(device)
+    torch_device = resolve_device("cpu" if device == "auto" and name_or_path == DEMO else device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     if attn == "flash_attention_2" and (torch_device.type != "cuda" or importlib.util.find_spec("flash_attn") is None):
         raise ModelLoadError("--attn flash_attention_2 needs a CUDA GPU and the flash-attn package; use --attn sdpa")

@@ -51,6 +51,21 @@ def test_resolve_device_and_dtype():
         resolve_device("tpu")
 
 
+def test_auto_device_and_dtype_on_gpu_and_apple_machines(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")
+    assert resolve_dtype("auto", torch.device("mps")) == torch.float16  # a dtype every MPS build runs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_the_demo_model_runs_on_the_cpu_wherever_auto_would_pick_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    loaded = load_model("demo", device="auto")
+    assert loaded.device == torch.device("cpu") and loaded.dtype == torch.float32 and loaded.is_demo
+
+
 def test_unknown_hub_id_offline_says_how_to_fetch(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match=r"hf download nobody-here/no-such-model.*local model directory"):
