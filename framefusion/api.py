@@ -22,8 +22,8 @@ def apply_framefusion(model: nn.Module, cost: float = 0.3, similarity_lower_boun
     config = FrameFusionConfig(cost, similarity_lower_bound, ratio_lower_bound, importance_queries)
     config = config.with_family_default(adapter_for(model).importance_queries)
 
-    def make_reducer(layout, num_layers, device):
-        return PrefillReduction(layout, config, num_layers, device)
+    def make_reducer(layout, stack, device):
+        return PrefillReduction(layout, config, stack, device)
 
     description = f"FrameFusion(cost={cost}, similarity_lower_bound={similarity_lower_bound}, " \
                   f"ratio_lower_bound={ratio_lower_bound}, importance_queries={config.importance_queries})"

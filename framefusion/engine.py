@@ -17,6 +17,7 @@ from framefusion.hooks import (OutputRecorder, continuation_mask, current_forwar
                                replace_forward)
 from framefusion.layout import TokenLayout
 from framefusion.reduction import QueryKeys
+from framefusion.stack import DecoderStack
 from framefusion.stats import ReductionStats
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
@@ -43,7 +44,7 @@ class Reducer(Protocol):
     # kv_keep: [n] rows of every layer's KV cache to keep once the prefill ends (None or absent: keep all).
 
 
-ReducerFactory = Callable[[TokenLayout, int, torch.device], Reducer]
+ReducerFactory = Callable[[TokenLayout, DecoderStack, torch.device], Reducer]
 
 
 class ReductionEngine:
@@ -57,6 +58,7 @@ class ReductionEngine:
         self.layers = adapter.decoder_layers(model)
         self.text_config = adapter.text_model(model).config
         self.num_layers = len(self.layers)
+        self.stack = DecoderStack(tuple(adapter.is_linear(layer) for layer in self.layers))  # = decoder_stack(model)
         self.run: Reducer | None = None
         self.last_stats: ReductionStats | None = None
         self._sliced: dict[tuple[int, int, torch.device], Any] = {}
@@ -132,7 +134,7 @@ class ReductionEngine:
             return
         if isinstance(mask, torch.Tensor) and mask.ndim == 2 and not bool(mask.all()):
             raise ValueError(f"{self.description} does not support padded prompts (attention_mask has zeros)")
-        self.run = self.make_reducer(layout, self.num_layers, input_ids.device)
+        self.run = self.make_reducer(layout, self.stack, input_ids.device)
 
     def _layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict | None) -> TokenLayout | None:
         layout = self.adapter.token_layout(module, input_ids, video)
@@ -147,12 +149,13 @@ class ReductionEngine:
         if run is None:
             return
         self.last_stats = run.stats()
+        self.last_stats.linear_layers = self.stack.linear  # for the cost model: linear layers are linear in N
         cache = output_cache(output)
         if cache is not None:
             keep = getattr(run, "kv_keep", None)
             if keep is not None:
                 keep_cache_rows(cache, keep)
-            mark_reduced_cache(cache, self.last_stats.seq_len, self.last_stats.tokens_per_layer())
+            mark_reduced_cache(cache, self.last_stats.seq_len, self.last_stats.tokens_per_layer(), self.stack.linear)
 
     # ---- decoder layers ----------------------------------------------------------------------------------
     def _layer_forward(self, index: int, layer: nn.Module, original: Callable) -> Callable:
@@ -160,13 +163,16 @@ class ReductionEngine:
             hidden = args[0] if args else kwargs.pop("hidden_states")
             rest = args[1:]
             run = self.run
+            attends = not self.stack.linear[index]  # 4-D attention masks are for attention layers only
             if run is None:
-                self._fix_decode_mask(index, hidden, kwargs)
+                if attends:
+                    self._fix_decode_mask(index, hidden, kwargs)
                 return original(hidden, *rest, **kwargs)
             if index == 0:
                 hidden = run.step(0, hidden)
             kwargs = self._slice_inputs(run, hidden.device, kwargs)
-            kwargs = self._reducer_mask(run, hidden, kwargs)
+            if attends:
+                kwargs = self._reducer_mask(run, hidden, kwargs)
             if run.finished:
                 return original(hidden, *rest, **kwargs)
             return self._reducing_block(index, layer, run, hidden, kwargs)
@@ -175,14 +181,14 @@ class ReductionEngine:
 
     def _reducing_block(self, index: int, layer: nn.Module, run: Reducer, hidden: torch.Tensor,
                         kwargs: dict) -> torch.Tensor:
-        """A pre-norm decoder layer with the reduction point between attention and FFN."""
-        attention = layer.self_attn
-        prunes = run.prunes_at(index + 1)
+        """A pre-norm decoder layer with the reduction point between its token mixer and its FFN."""
+        attention = self.adapter.mixer(layer)
+        prunes = run.prunes_at(index + 1)  # only after an attention layer (the reducer knows the stack)
         recorder = OutputRecorder({"q": attention.q_proj, "k": attention.k_proj}) if prunes else nullcontext()
         residual = hidden
         with recorder:
-            attn_out = attention(hidden_states=layer.input_layernorm(hidden), **kwargs)[0]
-        hidden = residual + attn_out
+            mixed = self.adapter.run_mixer(layer, layer.input_layernorm(hidden), kwargs)
+        hidden = residual + mixed
         query_keys = None
         if prunes:
             query_keys = self.adapter.query_keys(attention, recorder.outputs["q"], recorder.outputs["k"],

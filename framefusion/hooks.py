@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -68,15 +68,21 @@ class ReducedCacheInfo:
     true_length: Callable[[int], int]  # the cache's own per-layer length
 
 
-def mark_reduced_cache(cache, dense_length: int, kv_lengths: list[int]) -> None:
-    """Make `cache.get_seq_length` report dense lengths so that later positions continue the dense model's."""
+def mark_reduced_cache(cache, dense_length: int, kv_lengths: list[int], linear: Sequence[bool] = ()) -> None:
+    """Make `cache.get_seq_length` report dense lengths so that later positions continue the dense model's.
+
+    linear: per layer, True for linear-attention layers, whose cache holds a fixed-size state; a hybrid cache
+    answers get_seq_length for such a layer with its first attention layer's length, so that layer's count is used.
+    """
     if getattr(cache, "_framefusion", None) is not None or not hasattr(cache, "get_seq_length"):
         return
     true_length = cache.get_seq_length
     missing = [dense_length - kv for kv in kv_lengths]
+    first_attention = next((i for i, is_linear in enumerate(linear) if not is_linear), 0)
+    answered_by = [first_attention if i < len(linear) and linear[i] else i for i in range(len(missing))]
 
     def get_seq_length(layer_idx: int = 0) -> int:
-        extra = missing[layer_idx] if 0 <= layer_idx < len(missing) else 0
+        extra = missing[answered_by[layer_idx]] if 0 <= layer_idx < len(missing) else 0
         return true_length(layer_idx) + extra
 
     cache.get_seq_length = get_seq_length

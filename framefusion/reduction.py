@@ -11,6 +11,7 @@ from framefusion.config import FrameFusionConfig
 from framefusion.layout import TokenLayout
 from framefusion.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
 from framefusion.prune import attention_importance, keep_most_important, keep_one_per_video
+from framefusion.stack import DecoderStack
 from framefusion.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
 
 
@@ -27,16 +28,19 @@ class PrefillReduction:
     """FrameFusion's state machine over the reduction points of one prefill (batch size 1).
 
     Point 0 is before layer 0's attention, point l + 1 after layer l's attention. At each point at most one
-    step runs: prune once merging has ended, else merge while merging has not ended.
+    step runs: prune once merging has ended, else merge while merging has not ended. A prune ranks by attention,
+    so on a hybrid decoder it waits for the next point after an attention layer, with the budget corrected
+    for the layers in between (budget.prune_ratio's `point`).
     """
 
-    def __init__(self, layout: TokenLayout, config: FrameFusionConfig, num_layers: int, device: torch.device):
+    def __init__(self, layout: TokenLayout, config: FrameFusionConfig, stack: DecoderStack, device: torch.device):
         if config.importance_queries is None:
             raise ValueError("PrefillReduction needs a resolved importance_queries (FrameFusionConfig.with_family_default)")
         self.layout = layout
         self.config = config
         self.query_rows = config.importance_queries  # last prompt rows the prune step's importance averages over
-        self.num_layers = num_layers
+        self.stack = stack
+        self.num_layers = stack.num_layers
         self.device = device
         n_v = layout.num_vision_tokens
         self.alive = torch.arange(layout.seq_len, device=device)  # [n_alive] sequence positions
@@ -62,7 +66,7 @@ class PrefillReduction:
 
     def prunes_at(self, point: int) -> bool:
         """Whether the step at this point (>= 1) is a prune step, known before the layer's attention runs."""
-        if point < 1 or self.pruning_done:
+        if point < 1 or self.pruning_done or not self.stack.attends_before(point):
             return False
         return self.merging_done or self._cap() >= 1.0
 
@@ -77,11 +81,21 @@ class PrefillReduction:
                 raise RuntimeError(f"FrameFusion: the prune step at point {point} needs the layer's attention")
             return self._prune(point, hidden, attention)
         if not self.merging_done:
-            return self._merge(point, hidden, self._cap())
+            cap = self._cap()
+            if cap >= 1.0:  # the budget is spent (only after a linear layer: elsewhere that is a prune point)
+                self._end_merging(point)
+                return hidden
+            return self._merge(point, hidden, cap)
         return hidden
 
     def _cap(self) -> float:
         return prune_ratio(self.num_layers, self.config.cost, self.merge_ratios)
+
+    def _end_merging(self, point: int) -> None:
+        """Merging is over; pruning is too when no attention layer is left to rank tokens after this point."""
+        self.merging_done = True
+        if self.stack.attention_point_from(point + 1) is None:
+            self.pruning_done = True
 
     def _merge(self, point: int, hidden: torch.Tensor, cap: float) -> torch.Tensor:
         chain = self.chain
@@ -98,7 +112,8 @@ class PrefillReduction:
             self.merging_done = self.pruning_done = True
         else:
             self.merge_ratios.append(ratio)
-            self.merging_done = ratio < self.config.ratio_lower_bound
+            if ratio < self.config.ratio_lower_bound:
+                self._end_merging(point)
         self.chain = chain[~merged]
         return self._drop_rows(states[None], dropped_rows)
 
@@ -106,7 +121,7 @@ class PrefillReduction:
         chain = self.chain
         rows = self.row_of_position[self.positions[chain]]
         importance = attention_importance(attention.queries, attention.keys, attention.scaling)[rows]
-        ratio = prune_ratio(self.num_layers, self.config.cost, self.merge_ratios)
+        ratio = prune_ratio(self.num_layers, self.config.cost, self.merge_ratios, point)
         n = chain.numel()
         keep_count = round(n * (1.0 - ratio)) if ratio < 1.0 else 0
         if keep_count > 0:

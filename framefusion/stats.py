@@ -39,6 +39,7 @@ class ReductionStats:
     merged_into: torch.Tensor  # [N_v] index (into the N_v tokens) of the token it merged into, -1 if none
     steps: list[StepRecord] = field(default_factory=list)
     importance_queries: int | None = None  # query rows a prune step averaged attention over (None: no such step)
+    linear_layers: tuple[bool, ...] = ()  # per layer, True for linear attention (hybrid decoders; set by the engine)
 
     @property
     def num_vision_tokens(self) -> int:
@@ -70,7 +71,7 @@ class ReductionStats:
     def ideal_speedup(self, hidden_size: int, ffn_size: int) -> float:
         """Dense over reduced prefill FLOPs of the decoder stack by the paper's cost model (appendix 9)."""
         return ideal_speedup(self.seq_len, self.tokens_per_layer(), self.ffn_tokens_per_layer(),
-                             paper_layer_cost(hidden_size, ffn_size), self.similarity_layers())
+                             paper_layer_cost(hidden_size, ffn_size), self.similarity_layers(), self.linear_layers)
 
     @property
     def kept_ratio(self) -> float:

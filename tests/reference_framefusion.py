@@ -23,21 +23,30 @@ class ReferenceResult:
     caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer (K [H_kv, n, d], V)
 
 
-def budget_prune_ratio(num_layers: int, cost: float, ratios: list[float]) -> float:
-    """r(m) = 1 - (L*C - T_m) / ((L - m) * S_m), clipped; 1.0 when the budget is spent."""
+def budget_prune_ratio(num_layers: int, cost: float, ratios: list[float], point: int | None = None) -> float:
+    """r = 1 - (L*C - T_m - (p - m) * S_m) / ((L - p) * S_m), clipped; 1.0 when the budget is spent.
+
+    p is the point where the prune runs (default m, right after merging; later on hybrid decoders).
+    """
     m = len(ratios)
-    if m >= num_layers:
+    p = m if point is None else point
+    if p >= num_layers:
         return 0.0
     s = 1.0
     t = 0.0
     for ratio in ratios:
         s = s * (1.0 - ratio)
         t = t + s
-    numerator = num_layers * cost - t
+    numerator = num_layers * cost - t - (p - m) * s
     if numerator <= 0:
         return 1.0
-    r = 1.0 - numerator / ((num_layers - m) * s)
+    r = 1.0 - numerator / ((num_layers - p) * s)
     return min(max(r, 0.0), 1.0)
+
+
+def is_linear(layer) -> bool:
+    """A hybrid decoder's linear-attention layer (Gated DeltaNet): no attention scores to prune by."""
+    return getattr(layer, "block_type", None) == "linear_attention"
 
 
 def capture_dense_inputs(model, inputs, layers, text_model):
@@ -64,29 +73,44 @@ def capture_dense_inputs(model, inputs, layers, text_model):
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [n, heads, d], cos/sin [n, d]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos[:, None, :] + rotated * sin[:, None, :]
+    """x [n, heads, d], cos/sin [n, r]: rotary on the first r channels (r < d: partial rotary)."""
+    r = cos.shape[-1]
+    turned, kept = x[..., :r], x[..., r:]
+    half = r // 2
+    rotated = torch.cat((-turned[..., half:], turned[..., :half]), dim=-1)
+    return torch.cat((turned * cos[:, None, :] + rotated * sin[:, None, :], kept), dim=-1)
 
 
 def project(attn, x, cos, sin):
-    """q, k, v for rows x [n, D]: q [n, H, d], k/v [n, H_kv, d] after norms and rotary."""
+    """q, k, v for rows x [n, D]: q [n, H, d], k/v [n, H_kv, d] after norms and rotary, and the output gate
+    [n, H * d] of a gated attention (Qwen3.5: q_proj writes [query | gate] per head), else None."""
     d = attn.head_dim
     n = x.shape[0]
-    q = attn.q_proj(x).view(n, -1, d)
+    q = attn.q_proj(x)
+    gate = None
+    heads = attn.config.num_attention_heads
+    if q.shape[-1] == 2 * heads * d:
+        q, gate = q.view(n, heads, 2 * d)[..., :d], q.view(n, heads, 2 * d)[..., d:].reshape(n, heads * d)
+    q = q.reshape(n, -1, d)
     k = attn.k_proj(x).view(n, -1, d)
     v = attn.v_proj(x).view(n, -1, d)
     if hasattr(attn, "q_norm"):
         q, k = attn.q_norm(q), attn.k_norm(k)
-    return rope(q, cos, sin), rope(k, cos, sin), v
+    return rope(q, cos, sin), rope(k, cos, sin), v, gate
+
+
+def output(attn, context, gate):
+    """o_proj of the attention context [n, H * d], gated first where the attention has a gate."""
+    if gate is not None:
+        context = context * torch.sigmoid(gate)
+    return attn.o_proj(context)
 
 
 def attend(attn, q, k, v, causal_offset: int, last_rows: int = 1):
     """Eager attention of queries q [nq, H, d] on keys k/v [nk, H_kv, d]; query i sees keys <= offset + i.
 
-    Returns (output [nq, D], the probabilities of the last `last_rows` queries averaged over heads and those
-    rows [nk]).
+    Returns (context [nq, H * d] before o_proj, the probabilities of the last `last_rows` queries averaged over
+    heads and those rows [nk]).
     """
     heads, kv_heads = q.shape[1], k.shape[1]
     group = heads // kv_heads
@@ -102,7 +126,7 @@ def attend(attn, q, k, v, causal_offset: int, last_rows: int = 1):
     probs = torch.softmax(scores, dim=-1)
     out = torch.einsum("hqk,khd->qhd", probs.to(v.dtype), v).reshape(nq, -1)
     rows = min(last_rows, nq)
-    return attn.o_proj(out), probs[:, nq - rows:, :].mean(dim=(0, 1))
+    return out, probs[:, nq - rows:, :].mean(dim=(0, 1))
 
 
 def reference_prefill(model, inputs, layout, config, layers, text_model, final_norm, lm_head) -> ReferenceResult:
@@ -182,7 +206,7 @@ def reference_prefill(model, inputs, layout, config, layers, text_model, final_n
         steps.append((point, "merge", len(merged)))
 
     def do_prune(point, importance_row):
-        r = budget_prune_ratio(num_layers, config.cost, state["ratios"])
+        r = budget_prune_ratio(num_layers, config.cost, state["ratios"], point)
         vision_idx = [i for i, pos in enumerate(alive) if pos in vision_info]
         n = len(vision_idx)
         importance = {i: float(importance_row[i]) for i in vision_idx}
@@ -207,13 +231,18 @@ def reference_prefill(model, inputs, layout, config, layers, text_model, final_n
             del alive[i]
             del rows[i]
 
+    def attends_before(point):  # after an attention layer, and before the last layer's FFN
+        return 1 <= point < num_layers and not is_linear(layers[point - 1])
+
     def step(point, importance_row):
         if state["merging_done"] and state["pruning_done"]:
             return
         spent = budget_prune_ratio(num_layers, config.cost, state["ratios"]) >= 1.0
         if state["merging_done"] or (point >= 1 and spent):
-            if point >= 1:
+            if attends_before(point):
                 do_prune(point, importance_row)
+            else:
+                state["merging_done"] = True  # a prune waits for the next attention layer (hybrid decoders)
             return
         do_merge(point)
 
@@ -226,11 +255,16 @@ def reference_prefill(model, inputs, layout, config, layers, text_model, final_n
             h = torch.stack(rows)
             kv_vision.append(sorted(pos for pos in alive if pos in vision_info))
             x = layer.input_layernorm(h)
-            q, k, v = project(layer.self_attn, x, cos_all[alive], sin_all[alive])
-            caches.append((k, v))
-            attn_out, importance_row = attend(layer.self_attn, q, k, v, causal_offset=0,
-                                          last_rows=config.importance_queries)
-            h = h + attn_out
+            if is_linear(layer):  # the model's own recurrent mixer over the alive rows, in order
+                caches.append(None)
+                mixed, importance_row = layer.linear_attn(hidden_states=x[None], cache=None)[0], None
+            else:
+                q, k, v, gate = project(layer.self_attn, x, cos_all[alive], sin_all[alive])
+                caches.append((k, v))
+                context, importance_row = attend(layer.self_attn, q, k, v, causal_offset=0,
+                                                 last_rows=config.importance_queries)
+                mixed = output(layer.self_attn, context, gate)
+            h = h + mixed
             rows = [h[i] for i in range(h.shape[0])]
             step(l + 1, importance_row)
             h = torch.stack(rows)
@@ -258,12 +292,12 @@ def reference_greedy_decode(result: ReferenceResult, first_token: int, steps: in
             h = embed(torch.tensor([tokens[-1]]))  # [1, D]
             for l, layer in enumerate(layers):
                 x = layer.input_layernorm(h)
-                q, k, v = project(layer.self_attn, x, cos_full[pos:pos + 1], sin_full[pos:pos + 1])
+                q, k, v, gate = project(layer.self_attn, x, cos_full[pos:pos + 1], sin_full[pos:pos + 1])
                 k_all = torch.cat([caches[l][0], k])
                 v_all = torch.cat([caches[l][1], v])
                 caches[l] = (k_all, v_all)
-                out, _ = attend(layer.self_attn, q, k_all, v_all, causal_offset=k_all.shape[0] - 1)
-                h = h + out
+                context, _ = attend(layer.self_attn, q, k_all, v_all, causal_offset=k_all.shape[0] - 1)
+                h = h + output(layer.self_attn, context, gate)
                 h = h + layer.mlp(layer.post_attention_layernorm(h))
             logits = lm_head(final_norm(h))[0]
             step_logits.append(logits)

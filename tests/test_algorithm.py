@@ -13,6 +13,7 @@ from framefusion.layout import VideoGrid, layout_from_videos
 from framefusion.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
 from framefusion.prune import attention_importance, keep_most_important, keep_one_per_video
 from framefusion.reduction import PrefillReduction, QueryKeys
+from framefusion.stack import DecoderStack
 
 
 # ---- config -------------------------------------------------------------------------------------------
@@ -188,13 +189,19 @@ def make_layout(frames=4, rows=2, cols=2, prefix=3, suffix=2):
     return layout_from_videos(prefix + n_v + suffix, [positions], [VideoGrid(frames, rows, cols)])
 
 
+def reduction(layout, layers, linear=None, **config):
+    """A PrefillReduction on the CPU with prune importance from the last query row."""
+    stack = DecoderStack(tuple(linear)) if linear is not None else DecoderStack.attention_only(layers)
+    return PrefillReduction(layout, FrameFusionConfig(importance_queries=1, **config), stack, torch.device("cpu"))
+
+
 def test_state_machine_one_shot_top_k_on_static_video():
     layout = make_layout()
     torch.manual_seed(0)
     base = torch.randn(4, 16)
     hidden = torch.randn(1, layout.seq_len, 16)
     hidden[0, 3:19] = base.repeat(4, 1) + 1e-3 * torch.randn(16, 16)
-    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, importance_queries=1), num_layers=8, device=torch.device("cpu"))
+    run = reduction(layout, 8, cost=0.3)
     out = run.step(0, hidden)
     # 12 of 16 tokens have a similar predecessor: 0.75 >= cap 0.7 -> floor(0.7 * 16) = 11 merges
     assert out.shape[1] == layout.seq_len - 11
@@ -207,7 +214,7 @@ def test_state_machine_merge_then_prune_and_budget():
     torch.manual_seed(1)
     hidden = torch.randn(1, layout.seq_len, 16)
     hidden[0, 7:11] = hidden[0, 3:7]  # frame 1 repeats frame 0: 4 similar tokens of 32 (0.125 < 0.2)
-    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2, importance_queries=1), num_layers=8, device=torch.device("cpu"))
+    run = reduction(layout, 8, cost=0.3, ratio_lower_bound=0.2)
     out = run.step(0, hidden)
     assert [s.kind for s in run.steps] == ["merge"] and run.merging_done and not run.pruning_done
     assert run.prunes_at(1)
@@ -225,8 +232,7 @@ def test_state_machine_tight_budget_prunes_to_one_token_per_video():
     layout = make_layout(frames=8)
     hidden = torch.randn(1, layout.seq_len, 16)
     hidden[0, 7:35] = hidden[0, 3:7].repeat(7, 1) * 1.0  # mostly static, but merging alone over-spends
-    run = PrefillReduction(layout, FrameFusionConfig(cost=0.02, ratio_lower_bound=0.0, importance_queries=1), num_layers=2,
-                           device=torch.device("cpu"))
+    run = reduction(layout, 2, cost=0.02, ratio_lower_bound=0.0)
     out = run.step(0, hidden)
     attention = QueryKeys(torch.randn(1, 4, 8), torch.randn(2, out.shape[1], 8), 0.35)
     run.step(1, out, attention)
@@ -254,8 +260,7 @@ def test_stats_token_counts_and_ideal_speedup():
     torch.manual_seed(1)
     hidden = torch.randn(1, layout.seq_len, 16)
     hidden[0, 7:11] = hidden[0, 3:7]
-    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2, importance_queries=1), num_layers=8,
-                           device=torch.device("cpu"))
+    run = reduction(layout, 8, cost=0.3, ratio_lower_bound=0.2)
     out = run.step(0, hidden)
     run.step(1, out, QueryKeys(torch.randn(1, 4, 8), torch.randn(2, out.shape[1], 8), 0.35))
     stats = run.stats()
@@ -264,3 +269,52 @@ def test_stats_token_counts_and_ideal_speedup():
     assert ffn[:-1] == kv[1:]
     assert stats.similarity_layers() == [True] + [False] * 7
     assert stats.ideal_speedup(16, 32) > 1.0
+
+
+# ---- hybrid decoders: the prune waits for an attention layer --------------------------------------------------
+@pytest.mark.parametrize("point", [2, 3, 4, 7])
+def test_delayed_prune_ratio_lands_the_budget_on_cost(point):
+    L, C, ratios = 16, 0.3, [0.4, 0.05]
+    r = prune_ratio(L, C, ratios, point)
+    fractions = remaining_fractions(ratios)  # layers 0..m-1 hold S_1..S_m
+    per_layer = fractions + [fractions[-1]] * (point - len(ratios)) + [fractions[-1] * (1 - r)] * (L - point)
+    assert len(per_layer) == L and sum(per_layer) / L == pytest.approx(C)
+    assert prune_ratio(L, C, ratios, len(ratios)) == prune_ratio(L, C, ratios)  # no delay: r(m)
+
+
+def test_delayed_prune_ratio_reports_a_spent_budget_and_the_end_of_the_stack():
+    assert prune_ratio(8, 0.3, [0.1], 4) == 1.0  # 0.9 + 3 * 0.9 > 2.4: spent before the prune can run
+    assert prune_ratio(8, 0.3, [0.1], 8) == 0.0  # after the last layer nothing changes a KV cache
+
+
+def test_decoder_stack_prune_points():
+    stack = DecoderStack((True, True, True, False) * 2)
+    assert [p for p in range(10) if stack.attends_before(p)] == [4]  # point 8 follows the last layer
+    assert stack.attention_point_from(1) == 4 and stack.attention_point_from(5) is None and stack.hybrid
+    assert not DecoderStack.attention_only(3).hybrid and DecoderStack.attention_only(3).attends_before(1)
+
+
+def test_hybrid_state_machine_waits_and_corrects_the_ratio():
+    layout = make_layout(frames=8)
+    torch.manual_seed(1)
+    hidden = torch.randn(1, layout.seq_len, 16)
+    hidden[0, 7:11] = hidden[0, 3:7]  # 4 similar tokens of 32: merging ends at point 0 (0.125 < 0.2)
+    run = reduction(layout, 16, linear=(True, True, True, False) * 4, cost=0.3, ratio_lower_bound=0.2)
+    out = run.step(0, hidden)
+    assert run.merging_done and not run.prunes_at(1) and not run.prunes_at(3) and run.prunes_at(4)
+    for point in (1, 2, 3):
+        assert run.step(point, out) is out  # after linear layers nothing happens
+    out = run.step(4, out, QueryKeys(torch.randn(1, 4, 8), torch.randn(2, out.shape[1], 8), 0.35))
+    stats = run.stats()
+    assert [(s.point, s.kind) for s in stats.steps] == [(0, "merge"), (4, "prune")]
+    assert stats.steps[1].ratio == pytest.approx(prune_ratio(16, 0.3, [0.125], 4))
+    assert abs(stats.kept_ratio - 0.3) < 0.02
+
+
+def test_linear_attention_layers_cost_linear_in_tokens():
+    assert layer_flops(10, 10, 4, 8, linear=True) == 4 * 10 * 16 + 3 * 10 * 4 * 8
+    assert causal_gqa_layer_flops(10, 10, 4, 8, 2, linear=True) == 2 * 10 * 16 + 2 * 10 * 4 * 2 + 3 * 10 * 4 * 8
+    cost = paper_layer_cost(8, 16)
+    hybrid = ideal_speedup(100, [100, 30], [30, 30], cost, linear_layers=[True, False])
+    assert hybrid == pytest.approx((2 * layer_flops(100, 100, 8, 16) - 2 * 100 * 100 * 8) /
+                                   (layer_flops(100, 30, 8, 16, linear=True) + layer_flops(30, 30, 8, 16)))

@@ -373,3 +373,35 @@ def test_read_clip_reports_decoding_progress(video_file, monkeypatch):  # noqa: 
     monkeypatch.setattr(render.DelayedProgress, "update", lambda self, done, total: updates.append((done, total)))
     clip = session.read_clip(str(video_file), 8, None, "av")
     assert clip.num_frames == 8 and updates and updates[-1][0] == updates[-1][1]  # ends complete
+
+
+# ---------------------------------------------------------------- hybrid decoders through every command
+
+
+@pytest.fixture(scope="module", params=["qwen3_5", "minicpmv4_6"])
+def hybrid_checkpoint(request, tmp_path_factory):
+    from framefusion.tiny import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(request.param, tmp_path_factory.mktemp("hybrid") / request.param, num_layers=16)
+
+
+def test_every_command_runs_on_a_hybrid_decoder(hybrid_checkpoint, video_file, tmp_path):  # noqa: F811
+    model = ["--model", str(hybrid_checkpoint), "--device", "cpu"]
+    asked = single_json(run("ask", video_file, QUESTION, *model, "--max-new-tokens", "2", "--json").stdout)
+    assert abs(asked["kept_ratio"] - 0.3) <= 0.05 and len(asked["tokens_per_layer"]) == 16
+    compared = run("compare", video_file, QUESTION, *model, "--method", "framefusion", "--method", "fastv",
+                   "--method", "vidcom2", "--method", "evs", "--max-new-tokens", "1", "--json")
+    assert compared.exit_code == 0, compared.stderr
+    results = single_json(compared.stdout)["results"]
+    assert [r["method"] for r in results] == ["dense", "framefusion", "fastv", "vidcom2", "evs"]
+    assert all(abs(r["kept_ratio"] - 0.3) <= 0.05 for r in results[1:]), [r["kept_ratio"] for r in results]
+    profiled = run("profile", video_file, *model, "--frames", "8", "--repeats", "1", "--warmup", "0",
+                   "--max-new-tokens", "2", "--json")
+    assert profiled.exit_code == 0, profiled.stderr
+    runs = single_json(profiled.stdout)["runs"]
+    assert runs[1]["ideal_speedup"] > 1.0
+    drawn = run("visualize", video_file, *model, "--out", tmp_path, "--json")
+    assert drawn.exit_code == 0 and len(single_json(drawn.stdout)["files"]) == 4
+    refused = run("ask", video_file, QUESTION, *model, "--method", "streamingllm")
+    assert refused.exit_code != 0
+    assert_one_line_error(refused.stderr, "streamingllm is not defined", "linear-attention layers")

@@ -315,9 +315,10 @@ def test_cache_holds_alive_tokens_and_reports_dense_length(tiny_model_factory):
         remove_framefusion(model)
 
 
+@pytest.mark.parametrize("family, layers", [("llava_onevision", 4), ("qwen3_5", 16), ("minicpmv4_6", 16)])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_several_new_tokens_at_once_equal_one_by_one(attention, tiny_model_factory):
-    model, processor = tiny_model_factory("llava_onevision", num_layers=4, attn_implementation=attention)
+def test_several_new_tokens_at_once_equal_one_by_one(family, layers, attention, tiny_model_factory):
+    model, processor = tiny_model_factory(family, num_layers=layers, attn_implementation=attention)
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
     new = torch.tensor([[5, 6, 7]])
     n = inputs["input_ids"].shape[1]
@@ -439,3 +440,63 @@ def test_accelerate_dispatch_keeps_working(tmp_path):
     torch.testing.assert_close(outputs[0][0], outputs[1][0])
     assert torch.equal(outputs[0][1], outputs[1][1]) and outputs[0][2] == outputs[1][2]
     assert all(hasattr(layer, "_hf_hook") for layer in model_parts(dispatched)[1])
+
+
+# ---- hybrid decoders (Qwen3.5, MiniCPM-V 4.6): linear attention in three of every four layers ------------
+HYBRID = ("qwen3_5", "minicpmv4_6", "minicpmv4_7")
+
+
+@pytest.mark.parametrize("family", HYBRID)
+@pytest.mark.parametrize("static_fraction", [0.0, 0.5])
+def test_hybrid_budget_with_prunes_only_after_attention_layers(family, static_fraction, tiny_model_factory):
+    model, processor = tiny_model_factory(family, num_layers=16)
+    layers = model_parts(model)[1]
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=static_fraction)], QUESTION)
+    stats = assert_matches_reference(model, inputs, FrameFusionConfig(cost=0.3))  # the slow, loop-based rules
+    assert abs(stats.kept_ratio - 0.3) <= 0.03, (stats.kept_ratio, stats.steps)
+    prunes = [s.point for s in stats.steps if s.kind == "prune"]
+    assert prunes and all(layers[point - 1].block_type == "full_attention" for point in prunes)
+    merges = [s.point for s in stats.steps if s.kind == "merge"]
+    assert prunes[0] > merges[-1] + 1  # the prune waited past linear layers for the first attention layer
+
+
+@pytest.mark.parametrize("family", HYBRID)
+@pytest.mark.parametrize("queries", [1, 4])
+def test_hybrid_engine_matches_reference_with_several_merge_steps(family, queries, tiny_model_factory):
+    model, processor = tiny_model_factory(family, num_layers=16)
+    config = FrameFusionConfig(cost=0.5, similarity_lower_bound=0.7, ratio_lower_bound=0.02, importance_queries=queries)
+    inputs = prepare_inputs(processor, [noisy_clip(16, noise=(0, 120))], QUESTION)
+    stats = assert_matches_reference(model, inputs, config)
+    assert sum(s.kind == "merge" and s.removed > 0 for s in stats.steps) >= 2
+
+
+@pytest.mark.parametrize("family", HYBRID)
+def test_hybrid_generate_and_a_second_turn(family, tiny_model_factory):
+    model, processor = tiny_model_factory(family, num_layers=16)
+    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
+    apply_framefusion(model, cost=0.3)
+    try:
+        with torch.no_grad():
+            first = model.generate(**inputs, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
+            stats = last_stats(model)
+            cache = output_cache(first)
+            assert cache.get_seq_length() == first.sequences.shape[1] - 1  # dense positions, hybrid cache
+            turn = processor.tokenizer("And then?", return_tensors="pt")["input_ids"]
+            follow = torch.cat([first.sequences, turn], dim=1)
+            n = first.sequences.shape[1]
+            second = model(input_ids=follow[:, n - 1:], **cache_argument(cache),
+                           position_ids=torch.arange(n - 1, follow.shape[1])[None]).logits[0, -1]
+    finally:
+        remove_framefusion(model)
+    assert abs(stats.kept_ratio - 0.3) <= 0.03 and torch.isfinite(second).all()
+
+
+def test_minicpm_with_slices_matches_reference(tiny_model_factory):
+    model, processor = tiny_model_factory("minicpmv4_6", num_layers=16, video_slice_mode=True)
+    clip = make_random_clip(6, size=128, static_fraction=0.5)
+    clip.frames = np.concatenate([clip.frames] * 3, axis=2)  # 128 x 384: a thumbnail and slices per frame
+    inputs = prepare_inputs(processor, [clip], QUESTION)
+    stats = assert_matches_reference(model, inputs, FrameFusionConfig(cost=0.3))
+    assert len(stats.grids) >= 2 and abs(stats.kept_ratio - 0.3) <= 0.03
+    merged = stats.removed_by == MERGED
+    assert merged.any() and torch.equal(stats.token_grid[merged, 0], stats.token_grid[stats.merged_into[merged], 0])

@@ -10,6 +10,7 @@ from conftest import make_random_clip
 from reference_framefusion import ReferenceResult, capture_dense_inputs, project, reference_greedy_decode
 
 from framefusion import last_stats, remove_framefusion
+from framefusion.api import reduction_description
 from framefusion.adapters import adapter_for
 from framefusion.compat import output_cache
 from framefusion.methods import apply_method, select_frames
@@ -71,11 +72,15 @@ def test_method_generates_and_meets_the_budget(name, budget, tiny_model_factory)
     assert stats.to_dict()["kept_ratio"] == stats.kept_ratio
 
 
+HYBRID = ("qwen3_5", "minicpmv4_6", "minicpmv4_7")  # linear attention in three of every four layers
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_method_runs_on_every_family(family, tiny_model_factory):
-    model, processor = tiny_model_factory(family)
+    hybrid = family in HYBRID  # 16 layers: the first attention layer (3) leaves room for the budget
+    model, processor = tiny_model_factory(family, num_layers=16) if hybrid else tiny_model_factory(family)
     clip = make_random_clip(8, static_fraction=0.5)
-    for name in REDUCING:  # dense and framefusion run on every family in test_engine.py
+    for name in [n for n in REDUCING if not (hybrid and n == "streamingllm")]:  # dense, framefusion: test_engine
         apply_method(model, name, 0.5)  # before select_frames: uniform learns the model's temporal patch
         try:
             inputs = prepare_inputs(processor, [select_frames(name, clip, 0.5)], QUESTION)
@@ -87,8 +92,17 @@ def test_every_method_runs_on_every_family(family, tiny_model_factory):
         assert out.shape[1] == inputs["input_ids"].shape[1] + 2, name
         assert stats.method == name
         assert abs(stats.kept_ratio - 0.5) <= 0.05 + 1e-9, (family, name, stats.to_dict())
-        if name == "fastv":  # four layers: K lowered from 2 to 0 so the budget is reachable
-            assert [step.point for step in stats.steps] == [1]
+        if name == "fastv":  # four layers: K lowered from 2 to 0 so the budget is reachable; hybrids: the
+            assert [step.point for step in stats.steps] == [4 if hybrid else 1]  # first attention layer, 3
+
+
+@pytest.mark.parametrize("family", HYBRID)
+def test_streamingllm_is_refused_on_hybrid_decoders(family, tiny_model_factory):
+    model, _ = tiny_model_factory(family, num_layers=16)
+    with pytest.raises(ValueError, match="streamingllm is not defined.*linear-attention layers"):
+        apply_method(model, "streamingllm", 0.3)
+    assert reduction_description(model) is None  # nothing installed: the model is still dense
+    assert not any("forward" in layer.__dict__ for layer in model_parts(model)[1])
 
 
 def test_budget_one_is_the_dense_model(tiny_model_factory):
@@ -206,7 +220,7 @@ def slow_prefill(model, inputs, layout, at_embeddings=None, after_layer=None, al
         for index, layer in enumerate(layers):
             h = torch.stack([rows[p] for p in alive])
             kv_vision.append([p for p in alive if p in vision])
-            q, k, v = project(layer.self_attn, layer.input_layernorm(h), cos_all[alive], sin_all[alive])
+            q, k, v, _gate = project(layer.self_attn, layer.input_layernorm(h), cos_all[alive], sin_all[alive])
             caches.append((k, v))
             out, probs = slow_attend(layer.self_attn, q, k, v, alive, alive, allowed)
             h = h + out

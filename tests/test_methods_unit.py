@@ -23,6 +23,7 @@ from framefusion.methods.vidcom2 import (centre_similarities, frame_budgets, fra
                                          keep_lowest_per_frame, low_variance_channels, multiscale_gaussian,
                                          vidcom2_video_mask)
 from framefusion.reduction import QueryKeys
+from framefusion.stack import DecoderStack
 from framefusion.stats import KEPT, PRUNED
 from framefusion.video import VideoClip
 
@@ -332,8 +333,9 @@ def test_uniform_selection_and_its_kept_ratio_against_the_full_clip():
     assert small.num_frames == 8 and small.frames[:, 0, 0, 0].tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
     assert small.timestamps.tolist() == [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5] and small.source == "v.mp4"
     layout = one_video_layout(frames=8, rows=2, cols=2)  # the reduced clip as the model sees it
-    stats = UniformReduction(layout, 4, torch.device("cpu")).stats()
+    stats = UniformReduction(layout, DecoderStack.attention_only(4), torch.device("cpu")).stats()
     assert stats.method == "uniform" and stats.full_vision_tokens == 64 and stats.kept_ratio == 0.5
     assert math.isclose(stats.to_dict()["kept_ratio"], 0.5)
-    unknown = UniformReduction(one_video_layout(frames=7, rows=2, cols=2), 4, torch.device("cpu")).stats()
+    unknown = UniformReduction(one_video_layout(frames=7, rows=2, cols=2), DecoderStack.attention_only(4),
+                               torch.device("cpu")).stats()
     assert unknown.kept_ratio == 1.0  # frames not chosen by select_frames: measured against themselves

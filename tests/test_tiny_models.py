@@ -21,6 +21,9 @@ EXPECTED_VIDEO_TOKENS = {
     "llava_onevision": 8 * 16 + 1,  # 8x8 patches pooled to 4x4 per frame, one newline token per video
     "llava_next_video": 8 * 16,  # 8x8 patches average-pooled to 4x4 per frame
     "internvl": 8 * 16,  # "FrameN: <img>" + 16 <IMG_CONTEXT> (pixel shuffle of 8x8) + "</img>" per frame
+    "qwen3_5": 4 * 16,  # Qwen3-VL's layout
+    "minicpmv4_6": 8 * 16,  # frames upscaled to 128x128: 16x16 patches, merged 4x4 per side: 4x4 per frame
+    "minicpmv4_7": 8 * 16,
 }
 
 
@@ -72,7 +75,7 @@ def test_two_videos_in_one_prompt(family, tiny_model_factory):
 def test_videos_with_different_frame_counts(family, tiny_model_factory):
     model, processor = tiny_model_factory(family)
     clips = [make_random_clip(num_frames=8), make_random_clip(num_frames=4, seed=1)]
-    if family.startswith("qwen"):  # flat patch lists: any frame counts
+    if family.startswith(("qwen", "minicpm")):  # flat patch lists: any frame counts
         run_model(model, prepare_inputs(processor, clips, QUESTION))
     else:  # [N, T, C, H, W] stacking
         with pytest.raises(ValueError, match="same number of frames"):
@@ -163,3 +166,26 @@ def test_random_clip_static_fraction():
     assert not (clip.frames[:, 32:] == clip.frames[:1, 32:]).all()
     still = make_random_clip(static=True)
     assert (still.frames == still.frames[:1]).all()
+
+
+def test_minicpm_slices_are_read_as_streams_of_the_same_unit(tiny_model_factory):
+    from framefusion.adapters import adapter_for
+
+    model, processor = tiny_model_factory("minicpmv4_6", video_slice_mode=True)
+    clip = make_random_clip(num_frames=3, size=128)
+    clip.frames = np.concatenate([clip.frames] * 3, axis=2)  # 128 x 384: larger than one 128 x 128 unit: sliced
+    inputs = prepare_inputs(processor, [clip], QUESTION)
+    adapter = adapter_for(model)
+    layout = adapter.token_layout(model.model, inputs["input_ids"], adapter.video_inputs(dict(inputs)))
+    video = torch.nonzero(inputs["input_ids"][0] == model.config.video_token_id).flatten()
+    runs = torch.tensor_split(video, (torch.nonzero(video.diff() != 1).flatten() + 1).tolist())  # one per unit
+    units_per_frame = len(runs) // 3
+    assert units_per_frame >= 2 and len(layout.grids) == units_per_frame  # the thumbnails, then each slice
+    for stream, grid in enumerate(layout.grids):
+        assert grid.frames == 3
+        mine = layout.positions[layout.video == stream]
+        for frame in range(3):
+            unit = runs[frame * units_per_frame + stream]  # this frame's thumbnail or its stream-th slice
+            assert torch.equal(mine[layout.frame[layout.video == stream] == frame], unit)
+        assert grid.rows * grid.cols == runs[stream].numel()
+    run_model(model, inputs)

@@ -13,6 +13,7 @@ from PIL import Image
 from framefusion.config import FrameFusionConfig
 from framefusion.layout import VideoGrid, layout_from_videos
 from framefusion.reduction import PrefillReduction, QueryKeys
+from framefusion.stack import DecoderStack
 from framefusion.stats import MERGED, PRUNED, StepRecord
 from framefusion.visualize import (
     BLANK_RGB,
@@ -42,7 +43,8 @@ def case():
     hidden = torch.randn(1, layout.seq_len, 16)
     hidden[0, 3 + 12:3 + 18] = hidden[0, 3:9]  # grid frame 1 repeats patches 0-5 of grid frame 0
     hidden[0, 3 + 24] = hidden[0, 3]  # grid frame 2 patch 0 too: a group spanning three grid frames
-    run = PrefillReduction(layout, FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2, importance_queries=1), NUM_LAYERS, torch.device("cpu"))
+    config = FrameFusionConfig(cost=0.3, ratio_lower_bound=0.2, importance_queries=1)
+    run = PrefillReduction(layout, config, DecoderStack.attention_only(NUM_LAYERS), torch.device("cpu"))
     out = run.step(0, hidden)
     run.step(1, out, QueryKeys(torch.randn(1, 4, 8), torch.randn(2, out.shape[1], 8), 0.35))
     stats = run.stats()

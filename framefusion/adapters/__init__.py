@@ -8,9 +8,12 @@ from framefusion.adapters.base import FamilyAdapter
 from framefusion.adapters.internvl import InternVLAdapter
 from framefusion.adapters.llava_next_video import LlavaNextVideoAdapter
 from framefusion.adapters.llava_onevision import LlavaOneVisionAdapter
+from framefusion.adapters.minicpm import MiniCPMV4_6Adapter, MiniCPMV4_7Adapter
 from framefusion.adapters.qwen2_5_vl import Qwen2_5_VLAdapter
 from framefusion.adapters.qwen2_vl import Qwen2VLAdapter
+from framefusion.adapters.qwen3_5 import Qwen3_5Adapter
 from framefusion.adapters.qwen3_vl import Qwen3VLAdapter
+from framefusion.stack import DecoderStack
 
 ADAPTERS: tuple[FamilyAdapter, ...] = (
     Qwen2VLAdapter(),
@@ -19,7 +22,16 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
     LlavaOneVisionAdapter(),
     LlavaNextVideoAdapter(),
     InternVLAdapter(),
+    Qwen3_5Adapter(),
+    MiniCPMV4_6Adapter(),
+    MiniCPMV4_7Adapter(),
 )
+
+
+def decoder_stack(model: nn.Module) -> DecoderStack:
+    """Depth and layer kinds of a supported model's decoder (which layers are linear attention)."""
+    adapter = adapter_for(model)
+    return DecoderStack(tuple(adapter.is_linear(layer) for layer in adapter.decoder_layers(model)))
 
 
 class UnsupportedModelError(ValueError):

@@ -11,13 +11,20 @@ from torch import nn
 from framefusion.layout import TokenLayout
 from framefusion.reduction import QueryKeys
 
-LAYER_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
+LAYER_PARTS = ("input_layernorm", "post_attention_layernorm", "mlp")  # besides the token mixer
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """Rotary helper: (x1, x2) -> (-x2, x1) on the last dimension."""
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on the first cos.shape[-1] channels of x (all of them, or a partial rotary's share)."""
+    rotary = cos.shape[-1]
+    turned, kept = x[..., :rotary], x[..., rotary:]
+    return torch.cat((turned * cos + rotate_half(turned) * sin, kept), dim=-1)
 
 
 class FamilyAdapter:
@@ -40,10 +47,26 @@ class FamilyAdapter:
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
         """The LLM's decoder layers, checked to be pre-norm blocks the engine can split at the FFN."""
         layers = self.text_model(model).layers
-        for part in LAYER_PARTS:
-            if not hasattr(layers[0], part):
-                raise TypeError(f"{self.name}: decoder layer {type(layers[0]).__name__} has no `{part}`")
+        for layer in layers:
+            for part in LAYER_PARTS:
+                if not hasattr(layer, part):
+                    raise TypeError(f"{self.name}: decoder layer {type(layer).__name__} has no `{part}`")
+            self.mixer(layer)
         return layers
+
+    def mixer(self, layer: nn.Module) -> nn.Module:
+        """The layer's token mixer: its attention (hybrid families: attention or linear attention)."""
+        if not hasattr(layer, "self_attn"):
+            raise TypeError(f"{self.name}: decoder layer {type(layer).__name__} has no `self_attn`")
+        return layer.self_attn
+
+    def is_linear(self, layer: nn.Module) -> bool:
+        """Whether the layer mixes tokens by linear attention (a recurrent state, no attention scores)."""
+        return False
+
+    def run_mixer(self, layer: nn.Module, normed: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """The token mixer's output for the normed hidden states, called as the stock layer calls it."""
+        return layer.self_attn(hidden_states=normed, **kwargs)[0]
 
     def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """The video metadata the layout needs, read from forward or `get_video_features` arguments.
@@ -65,20 +88,25 @@ class FamilyAdapter:
                    position_embeddings: tuple[torch.Tensor, torch.Tensor], rows: int = 1) -> QueryKeys:
         """Rebuild the last `rows` query rows and all keys, after q/k norms and rotary, from q_proj/k_proj outputs.
 
-        q_out: [1, n, H * d]; k_out: [1, n, H_kv * d]; cos, sin: [1, n, d]. These are the tensors the layer's
-        own attention computed (recorded by hooks), so the scores match what the attention used.
+        q_out: [1, n, H * d] (or what query_heads reads); k_out: [1, n, H_kv * d]; cos, sin: [1, n, r] with r <= d
+        (r < d: partial rotary). These are the tensors the layer's own attention computed (recorded by hooks),
+        so the scores match what the attention used.
         """
         head_dim = attention.head_dim
         n = k_out.shape[1]
         rows = min(rows, n)
-        queries = q_out[0, -rows:].reshape(rows, -1, head_dim)  # [q, H, d]
+        queries = self.query_heads(attention, q_out[0, -rows:])  # [q, H, d]
         keys = k_out[0].reshape(n, -1, head_dim)  # [n, H_kv, d]
         if hasattr(attention, "q_norm"):
             queries, keys = attention.q_norm(queries), attention.k_norm(keys)
-        cos, sin = (t[0][:, None, :] for t in position_embeddings)  # [n, 1, d]
-        queries = queries * cos[-rows:] + rotate_half(queries) * sin[-rows:]
-        keys = keys * cos + rotate_half(keys) * sin
+        cos, sin = (t[0][:, None, :] for t in position_embeddings)  # [n, 1, r]
+        queries = apply_rotary(queries, cos[-rows:], sin[-rows:])
+        keys = apply_rotary(keys, cos, sin)
         return QueryKeys(queries=queries, keys=keys.transpose(0, 1), scaling=float(attention.scaling))
+
+    def query_heads(self, attention: nn.Module, q_rows: torch.Tensor) -> torch.Tensor:
+        """q_proj output rows [q, H * d] as query heads [q, H, d]."""
+        return q_rows.reshape(q_rows.shape[0], -1, attention.head_dim)
 
 
 def token_positions(input_ids: torch.Tensor, token_id: int) -> torch.Tensor:

@@ -66,9 +66,12 @@ def apply_fastv(model: nn.Module, budget: float = 0.3, layer: int | None = None)
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
         raise ValueError(f"layer={layer!r} is out of range: expected an integer >= 0 or None (automatic)")
 
-    def make_reducer(layout, num_layers, device):
+    def make_reducer(layout, stack, device):
+        num_layers = stack.num_layers
         chosen = fastv_layer(num_layers, budget) if layer is None else layer
         point = fastv_point(num_layers, chosen)
+        if point is not None:  # hybrid decoders: after the first attention layer at or past K (none: no prune)
+            point = stack.attention_point_from(point)
         count = fastv_keep_count(layout.num_vision_tokens, num_layers, budget, point) if point else 0
         return OneShotReduction(layout, num_layers, device, "fastv", point,
                                 lambda lay, hidden, attention: fastv_keep(lay, hidden, attention, count),

@@ -96,8 +96,8 @@ def install_pre_llm(model: nn.Module, name: str, label: str, budget: float, vide
     """Install a method that keeps `video_mask`'s tokens of each video from the LLM input (before layer 0)."""
     check_budget(budget)
 
-    def make_reducer(layout, num_layers, device):
-        return OneShotReduction(layout, num_layers, device, name, 0,
+    def make_reducer(layout, stack, device):
+        return OneShotReduction(layout, stack.num_layers, device, name, 0,
                                 lambda lay, hidden, _attention: keep_per_video(lay, hidden, budget, video_mask))
 
     return install_reducer(model, make_reducer, f"{label}(budget={budget})")

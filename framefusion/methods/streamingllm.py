@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from framefusion.adapters import adapter_for
+from framefusion.adapters import adapter_for, decoder_stack
 from framefusion.api import install_reducer
 from framefusion.budget import layer_flops
 from framefusion.hooks import as_attention_mask
@@ -145,8 +145,12 @@ def apply_streamingllm(model: nn.Module, budget: float = 0.3, sink: int = SINK_T
                          "mask a sink and a window together")
     if isinstance(sink, bool) or not isinstance(sink, int) or sink < 0:
         raise ValueError(f"sink={sink!r} is out of range: expected an integer >= 0")
+    if decoder_stack(model).hybrid:
+        raise ValueError(f"streamingllm is not defined on {adapter_for(model).name}: it limits every layer's "
+                         "attention span and KV cache to a sink and a window, but this model's linear-attention "
+                         "layers carry a fixed-size recurrent state over every token, with no window to cut")
 
-    def make_reducer(layout, num_layers, device):
-        return StreamingReduction(layout, num_layers, device, budget, sink)
+    def make_reducer(layout, stack, device):
+        return StreamingReduction(layout, stack.num_layers, device, budget, sink)
 
     return install_reducer(model, make_reducer, f"StreamingLLM(budget={budget}, sink={sink})")

@@ -109,7 +109,8 @@ class UniformStats(ReductionStats):
         """Dense prefill on the full clip over dense prefill on the reduced one (per-frame text not counted)."""
         full = self.seq_len + self.full_vision_tokens - self.num_vision_tokens
         tokens = [self.seq_len] * self.num_layers
-        return ideal_speedup(full, tokens, tokens, paper_layer_cost(hidden_size, ffn_size))
+        return ideal_speedup(full, tokens, tokens, paper_layer_cost(hidden_size, ffn_size),
+                             linear_layers=self.linear_layers)
 
     def to_dict(self) -> dict:
         """ReductionStats.to_dict plus the full clip's video-token count."""
@@ -129,8 +130,8 @@ def full_vision_tokens(layout: TokenLayout) -> int:
 class UniformReduction(OneShotReduction):
     """Removes nothing; reports the reduced input against the full clip."""
 
-    def __init__(self, layout: TokenLayout, num_layers: int, device):
-        super().__init__(layout, num_layers, device, "uniform", None)
+    def __init__(self, layout: TokenLayout, stack, device):
+        super().__init__(layout, stack.num_layers, device, "uniform", None)
 
     def stats(self) -> UniformStats:
         """Statistics with kept_ratio relative to the full clip's video tokens."""

@@ -1,0 +1,132 @@
+"""Tiny Qwen-VL family models: Qwen2-VL, Qwen2.5-VL, Qwen3-VL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedTokenizerFast
+
+from framefusion.tiny.common import MERGE_SIZE, PATCH_SIZE, _config_kwargs, _Dims, _mrope_section, _text_kwargs
+
+
+def _qwen_sizes(dims: _Dims) -> dict[str, Any]:
+    """Image/video processor sizes: at most image_size**2 pixels per frame, at least 2x2 tokens."""
+    factor = PATCH_SIZE * MERGE_SIZE
+    return dict(
+        patch_size=PATCH_SIZE,
+        merge_size=MERGE_SIZE,
+        temporal_patch_size=2,
+        size={"shortest_edge": (2 * factor) ** 2, "longest_edge": dims.image_size**2},
+    )
+
+
+def _build_qwen2_vl(dims, tokenizer, overrides):
+    from transformers import Qwen2VLConfig, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    text = _text_kwargs(dims, tokenizer)
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 1e6,
+        "mrope_section": _mrope_section(dims.head_dim, interleaved=False),
+    }
+    vision = dict(
+        depth=dims.vision_layers,
+        embed_dim=dims.hidden_size,
+        hidden_size=dims.hidden_size,  # merger output = LLM width
+        num_heads=dims.num_heads,
+        mlp_ratio=2,
+        patch_size=PATCH_SIZE,
+        spatial_merge_size=MERGE_SIZE,
+        temporal_patch_size=2,
+    )
+    config = Qwen2VLConfig(**_config_kwargs(text, vision, _qwen_token_ids(tokenizer), overrides))
+    sizes = _qwen_sizes(dims)
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**sizes),
+        video_processor=Qwen2VLVideoProcessor(**sizes, cap_pixels_per_frame=False),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+    return config, processor
+
+
+def _build_qwen2_5_vl(dims, tokenizer, overrides):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    text = _text_kwargs(dims, tokenizer)
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 1e6,
+        "mrope_section": _mrope_section(dims.head_dim, interleaved=False),
+    }
+    vision = dict(
+        depth=dims.vision_layers,
+        hidden_size=dims.hidden_size,
+        intermediate_size=2 * dims.hidden_size,
+        num_heads=dims.num_heads,
+        out_hidden_size=dims.hidden_size,
+        patch_size=PATCH_SIZE,
+        spatial_merge_size=MERGE_SIZE,
+        temporal_patch_size=2,
+        window_size=4 * PATCH_SIZE * MERGE_SIZE,  # 4x4 merged tokens per attention window
+        fullatt_block_indexes=[dims.vision_layers - 1],
+        tokens_per_second=2,
+    )
+    config = Qwen2_5_VLConfig(**_config_kwargs(text, vision, _qwen_token_ids(tokenizer), overrides))
+    sizes = _qwen_sizes(dims)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**sizes),
+        video_processor=Qwen2VLVideoProcessor(**sizes, cap_pixels_per_frame=False),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+    return config, processor
+
+
+def _build_qwen3_vl(dims, tokenizer, overrides):
+    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    text = _text_kwargs(dims, tokenizer)
+    for key in ("bos_token_id", "eos_token_id", "tie_word_embeddings"):
+        text.pop(key)
+    text["head_dim"] = dims.head_dim
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 5e6,
+        "mrope_section": _mrope_section(dims.head_dim, interleaved=True),
+        "mrope_interleaved": True,
+    }
+    vision = dict(
+        depth=dims.vision_layers,
+        hidden_size=dims.hidden_size,
+        intermediate_size=2 * dims.hidden_size,
+        num_heads=dims.num_heads,
+        out_hidden_size=dims.hidden_size,
+        patch_size=PATCH_SIZE,
+        spatial_merge_size=MERGE_SIZE,
+        temporal_patch_size=2,
+        num_position_embeddings=16**2,  # learned 16x16 grid, interpolated to each frame's grid
+        deepstack_visual_indexes=list(range(min(3, dims.vision_layers))),
+    )
+    config = Qwen3VLConfig(**_config_kwargs(text, vision, _qwen_token_ids(tokenizer), overrides))
+    sizes = _qwen_sizes(dims)
+    half = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    # Qwen3-VL bounds the pixels of the whole clip (t*h*w): here up to 64 frames of image_size**2
+    video_sizes = {**sizes, "size": {**sizes["size"], "longest_edge": 64 * dims.image_size**2}}
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**sizes, **half),
+        video_processor=Qwen3VLVideoProcessor(**video_sizes, **half, cap_pixels_per_frame=False),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+    return config, processor
+
+
+def _qwen_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    ids = tokenizer.convert_tokens_to_ids
+    return dict(
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+    )
