@@ -7,7 +7,8 @@ from typing import Any
 from transformers import PreTrainedTokenizerFast
 
 from framefusion.tiny.common import PATCH_SIZE, _config_kwargs, _Dims, _mrope_section, _text_kwargs
-from framefusion.tiny.qwen import _qwen_sizes, _qwen_token_ids
+from framefusion.tiny.qwen import _qwen_sizes
+from framefusion.tiny.tokenizer import special_token_ids
 
 FULL_ATTENTION_INTERVAL = 4  # as the real checkpoints: layers 3, 7, 11, ... attend, the others are linear
 ROTARY_SHARE = 0.5  # partial rotary: the real models turn 64 of 256 channels; here half of each head
@@ -52,7 +53,7 @@ def _build_qwen3_5(dims, tokenizer, overrides):
         temporal_patch_size=2,
         num_position_embeddings=16**2,
     )
-    top = {**_qwen_token_ids(tokenizer), "tie_word_embeddings": False}
+    top = {**special_token_ids("qwen3_5", tokenizer), "tie_word_embeddings": False}
     config = Qwen3_5Config(**_config_kwargs(_hybrid_text_kwargs(dims, tokenizer), vision, top, overrides))
     sizes = _qwen_sizes(dims)
     half = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
@@ -78,12 +79,8 @@ def _build_minicpmv4_6(dims, tokenizer, overrides, version: str = "4_6"):
     vision = dict(hidden_size=dims.hidden_size, intermediate_size=2 * dims.hidden_size,
                   num_hidden_layers=dims.vision_layers, num_attention_heads=dims.num_heads, patch_size=PATCH_SIZE,
                   image_size=dims.image_size)
-    top = dict(insert_layer_id=0, image_size=dims.image_size, image_token_id=tokenizer.image_token_id,
-               video_token_id=tokenizer.video_token_id, tie_word_embeddings=False)
-    if version == "4_7":  # its canvas M-RoPE reads the unit markers
-        ids = tokenizer.convert_tokens_to_ids
-        top.update(image_start_id=ids("<image>"), image_end_id=ids("</image>"), slice_start_id=ids("<slice>"),
-                   slice_end_id=ids("</slice>"), newline_id=tokenizer("\n")["input_ids"][0])
+    top = dict(insert_layer_id=0, image_size=dims.image_size, tie_word_embeddings=False,
+               **special_token_ids(f"minicpmv{version}", tokenizer))
     config = config_class(**_config_kwargs(text, vision, top, overrides))
     sizes = dict(patch_size=PATCH_SIZE, scale_resolution=dims.image_size, max_slice_nums=4)
     processor = processor_class(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from framefusion.tiny.common import PATCH_SIZE, _config_kwargs, _text_kwargs, _vit_kwargs
+from framefusion.tiny.tokenizer import special_token_ids
 
 
 def _build_internvl(dims, tokenizer, overrides):
@@ -18,7 +19,7 @@ def _build_internvl(dims, tokenizer, overrides):
     vision = _vit_kwargs(dims)
     image_seq_length = (dims.image_size // PATCH_SIZE) ** 2 // 4  # pixel shuffle with downsample_ratio 0.5
     top = dict(
-        image_token_id=tokenizer.context_image_token_id,
+        **special_token_ids("internvl", tokenizer),
         image_seq_length=image_seq_length,
         downsample_ratio=0.5,
         vision_feature_layer=-1,

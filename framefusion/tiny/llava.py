@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from framefusion.tiny.common import PATCH_SIZE, _config_kwargs, _text_kwargs, _vit_kwargs
+from framefusion.tiny.tokenizer import special_token_ids
 
 
 def _anyres_pinpoints(size: int) -> list[list[int]]:
@@ -22,10 +23,8 @@ def _build_llava_onevision(dims, tokenizer, overrides):
 
     vision = _vit_kwargs(dims, vision_use_head=False)
     pinpoints = _anyres_pinpoints(dims.image_size)
-    ids = tokenizer.convert_tokens_to_ids
     top = dict(
-        image_token_index=ids("<image>"),
-        video_token_index=ids("<video>"),
+        **special_token_ids("llava", tokenizer),
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
         image_grid_pinpoints=pinpoints,
@@ -59,10 +58,8 @@ def _build_llava_next_video(dims, tokenizer, overrides):
     vision = _vit_kwargs(dims, projection_dim=dims.hidden_size)
     pinpoints = _anyres_pinpoints(dims.image_size)
     patches = (dims.image_size // PATCH_SIZE) ** 2
-    ids = tokenizer.convert_tokens_to_ids
     top = dict(
-        image_token_index=ids("<image>"),
-        video_token_index=ids("<video>"),
+        **special_token_ids("llava", tokenizer),
         vision_feature_select_strategy="default",  # drop CLIP's CLS token
         vision_feature_layer=-2 if dims.vision_layers > 1 else -1,
         image_grid_pinpoints=pinpoints,

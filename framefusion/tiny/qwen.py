@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import PreTrainedTokenizerFast
-
 from framefusion.tiny.common import MERGE_SIZE, PATCH_SIZE, _config_kwargs, _Dims, _mrope_section, _text_kwargs
+from framefusion.tiny.tokenizer import special_token_ids
 
 
 def _qwen_sizes(dims: _Dims) -> dict[str, Any]:
@@ -39,7 +38,7 @@ def _build_qwen2_vl(dims, tokenizer, overrides):
         spatial_merge_size=MERGE_SIZE,
         temporal_patch_size=2,
     )
-    config = Qwen2VLConfig(**_config_kwargs(text, vision, _qwen_token_ids(tokenizer), overrides))
+    config = Qwen2VLConfig(**_config_kwargs(text, vision, special_token_ids("qwen2_vl", tokenizer), overrides))
     sizes = _qwen_sizes(dims)
     processor = Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(**sizes),
@@ -72,7 +71,7 @@ def _build_qwen2_5_vl(dims, tokenizer, overrides):
         fullatt_block_indexes=[dims.vision_layers - 1],
         tokens_per_second=2,
     )
-    config = Qwen2_5_VLConfig(**_config_kwargs(text, vision, _qwen_token_ids(tokenizer), overrides))
+    config = Qwen2_5_VLConfig(**_config_kwargs(text, vision, special_token_ids("qwen2_vl", tokenizer), overrides))
     sizes = _qwen_sizes(dims)
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**sizes),
@@ -108,7 +107,7 @@ def _build_qwen3_vl(dims, tokenizer, overrides):
         num_position_embeddings=16**2,  # learned 16x16 grid, interpolated to each frame's grid
         deepstack_visual_indexes=list(range(min(3, dims.vision_layers))),
     )
-    config = Qwen3VLConfig(**_config_kwargs(text, vision, _qwen_token_ids(tokenizer), overrides))
+    config = Qwen3VLConfig(**_config_kwargs(text, vision, special_token_ids("qwen2_vl", tokenizer), overrides))
     sizes = _qwen_sizes(dims)
     half = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
     # Qwen3-VL bounds the pixels of the whole clip (t*h*w): here up to 64 frames of image_size**2
@@ -120,13 +119,3 @@ def _build_qwen3_vl(dims, tokenizer, overrides):
         chat_template=tokenizer.chat_template,
     )
     return config, processor
-
-
-def _qwen_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
-    ids = tokenizer.convert_tokens_to_ids
-    return dict(
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
-    )

@@ -197,3 +197,20 @@ def build_tokenizer(
     return tokenizer
 
 
+
+
+def special_token_ids(family: str, tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The config fields that name the placeholder and marker tokens of `family`, for this tokenizer's ids."""
+    ids = tokenizer.convert_tokens_to_ids
+    if family.startswith("qwen"):
+        return dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                    vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+    if family.startswith("llava"):
+        return dict(image_token_index=ids("<image>"), video_token_index=ids("<video>"))
+    if family == "internvl":
+        return dict(image_token_id=tokenizer.context_image_token_id)
+    fields = dict(image_token_id=tokenizer.image_token_id, video_token_id=tokenizer.video_token_id)
+    if family == "minicpmv4_7":  # its canvas M-RoPE reads the unit markers
+        fields.update(image_start_id=ids("<image>"), image_end_id=ids("</image>"), slice_start_id=ids("<slice>"),
+                      slice_end_id=ids("</slice>"), newline_id=tokenizer("\n")["input_ids"][0])
+    return fields
