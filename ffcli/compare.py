@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
+from framefusion.video import check_video_file
+
 from ffcli import options as o
 from ffcli.errors import reported_errors
 from ffcli.render import compare_table, emit_json, progress, scores_table, stderr_console, stdout_console
-from ffcli.session import open_model, quiet_libraries, read_clip
+from ffcli.session import decoding_progress, note_frame_cap, open_model, quiet_libraries, sampling
 
 DATASET_MAX_NEW_TOKENS = 8  # dataset answers are short (an option or a word)
 
@@ -25,6 +27,8 @@ def compare_command(
         help="Score accuracy per method on a JSONL file instead: one {video, question, answer, options?, task?} "
              "per line, video paths relative to the file.")] = None,
     model: o.Model = "demo",
+    random_weights: o.RandomWeights = False,
+    width_scale: o.WidthScale = None,
     method: o.Methods = None,
     budget: o.Budget = o.DEFAULT_BUDGET,
     similarity: o.Similarity = o.DEFAULT_SIMILARITY,
@@ -52,36 +56,40 @@ def compare_command(
         if fps is not None:
             raise typer.BadParameter("--fps does not apply to --dataset; use --frames", param_hint="'--fps'")
         with reported_errors(verbose):
-            _score_dataset(dataset, model, method, budget, params, frames or o.DEFAULT_FRAMES,
-                           max_new_tokens or DATASET_MAX_NEW_TOKENS, decoder, device, dtype, attn, json)
+            from framefusion.evaluation import load_dataset
+
+            items = load_dataset(dataset)
+            loaded = open_model(model, device, dtype, attn, random_weights, width_scale)
+            _score_dataset(dataset, items, loaded, method, budget, params, frames or o.DEFAULT_FRAMES,
+                           max_new_tokens or DATASET_MAX_NEW_TOKENS, decoder, json)
         return
     if video is None or question is None:
         raise typer.BadParameter("give VIDEO and QUESTION, or --dataset FILE.jsonl", param_hint="VIDEO QUESTION")
     with reported_errors(verbose):
         from framefusion.compare import DEFAULT_METHODS, compare, with_reference
 
-        clip = read_clip(video, frames, fps, decoder)
-        loaded = open_model(model, device, dtype, attn)
+        frames_from = sampling(frames, fps, decoder)
+        check_video_file(video, decoder)  # a bad file fails before the model loads
+        loaded = open_model(model, device, dtype, attn, random_weights, width_scale)
         planned = with_reference(method or DEFAULT_METHODS)
-        with progress(stderr_console()) as bar:
-            task = bar.add_task("Running methods", total=len(planned))
-            comparison = compare(loaded, clip, question, planned, budget=budget, params=params,
-                                 max_new_tokens=max_new_tokens or o.DEFAULT_MAX_NEW_TOKENS,
-                                 on_result=lambda _r: bar.advance(task))
+        with decoding_progress(video) as decoding:
+            with progress(stderr_console()) as bar:
+                task = bar.add_task("Running methods", total=len(planned))
+                comparison = compare(loaded, video, question, planned, budget=budget, params=params,
+                                     sampling=frames_from, max_new_tokens=max_new_tokens or o.DEFAULT_MAX_NEW_TOKENS,
+                                     on_result=lambda _r: bar.advance(task), on_video_progress=decoding.update)
+        note_frame_cap(comparison.results[0].clips, fps)
         if json:
-            emit_json(comparison.to_json())
+            emit_json({**comparison.to_json(), "model": loaded.describe()})
         else:
             stdout_console().print(compare_table(comparison))
 
 
-def _score_dataset(path: Path, model: str, methods: list[str] | None, budget: float, params: dict, frames: int,
-                   max_new_tokens: int, decoder: str, device: str, dtype: str, attn: str, json: bool) -> None:
+def _score_dataset(path: Path, items: list, loaded, methods: list[str] | None, budget: float, params: dict,
+                   frames: int, max_new_tokens: int, decoder: str, json: bool) -> None:
     """The --dataset mode: accuracy per method, with a progress bar over all answers."""
     from framefusion.compare import DEFAULT_METHODS, score_methods
-    from framefusion.evaluation import load_dataset
 
-    items = load_dataset(path)
-    loaded = open_model(model, device, dtype, attn)
     methods = list(dict.fromkeys(methods or DEFAULT_METHODS))
     with progress(stderr_console()) as bar:
         task = bar.add_task(f"Scoring {len(items)} items", total=len(items) * len(methods))

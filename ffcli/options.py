@@ -79,6 +79,13 @@ def check_positive(value: int | None) -> int | None:
     return value
 
 
+def check_width_scale(value: float | None) -> float | None:
+    """0 < F <= 1."""
+    if value is not None and not 0.0 < _finite(value) <= 1.0:
+        raise typer.BadParameter(f"must be in (0, 1], got {value:g}")
+    return value
+
+
 def check_method(value: str | list[str] | None) -> str | list[str] | None:
     """A name from the method registry."""
     for name in value if isinstance(value, list) else [value] if value is not None else []:
@@ -93,6 +100,16 @@ Model = Annotated[str, typer.Option(
     "--model", "-m", rich_help_panel=MODEL_PANEL,
     help="Hugging Face hub id (e.g. Qwen/Qwen2-VL-7B-Instruct), a local model directory, or 'demo' "
          "for the built-in demo model.")]
+RandomWeights = Annotated[bool, typer.Option(
+    "--random-weights", rich_help_panel=MODEL_PANEL,
+    help="Build the model from its config with random weights (real shape, for timing; answers are noise). "
+         "--model then takes a short name (qwen2-vl-7b, qwen2.5-vl-7b, qwen3-vl-8b, llava-onevision-7b, "
+         "llava-video-7b, internvl3-8b, qwen3.5-0.8b, qwen3.5-9b, minicpm-v-4.6), a model directory or a cached "
+         "hub id; nothing is downloaded.")]
+WidthScale = Annotated[float | None, typer.Option(
+    callback=lambda value: check_width_scale(value), metavar="F", rich_help_panel=MODEL_PANEL, show_default=False,
+    help="With --random-weights: widths (hidden, FFN, head counts, vision width) times F, depth and head size "
+         "kept (default: full size on a GPU that fits it, 0.25 or the nearest valid scale on a CPU).")]
 Device = Annotated[Literal["auto", "cuda", "cpu", "mps"], typer.Option(
     rich_help_panel=MODEL_PANEL, help="Where to run: auto picks cuda, then mps, then cpu.")]
 Dtype = Annotated[Literal["auto", "bf16", "fp16", "fp32"], typer.Option(

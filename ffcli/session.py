@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from pathlib import Path
 
 import typer
 
+import psutil
+
 from framefusion.loading import LoadedModel, load_model
-from framefusion.video import VideoClip, load_video, set_decoder_logging
+from framefusion.video import Sampling, VideoClip, set_decoder_logging
 
 from ffcli.errors import note_line
 from ffcli.options import DEFAULT_FRAMES, MAX_FRAMES
@@ -32,30 +35,60 @@ def quiet_libraries(verbose: bool) -> None:
     warnings.filterwarnings("ignore")
 
 
-def read_clip(video: str | Path, frames: int | None, fps: float | None, decoder: str) -> VideoClip:
-    """Sample the video: --frames (default 16) or --fps, capped at MAX_FRAMES with a notice.
-
-    A decode that takes more than a second shows a progress bar on stderr (PyAV reports its progress).
-    """
+def sampling(frames: int | None, fps: float | None, decoder: str) -> Sampling:
+    """--frames (default 16) or --fps, at most MAX_FRAMES frames."""
     if frames is not None and fps is not None:
         raise typer.BadParameter("give --frames or --fps, not both", param_hint="'--frames' / '--fps'")
-    if frames is None and fps is None:
-        frames = DEFAULT_FRAMES
-    with DelayedProgress(stderr_console(), f"Decoding {Path(video).name}") as bar:
-        clip = load_video(video, num_frames=frames, fps=fps, max_frames=MAX_FRAMES, decoder=decoder,
-                          on_progress=bar.update)
-    if fps is not None and clip.num_frames == MAX_FRAMES and clip.duration * fps > MAX_FRAMES:
-        note_line(f"--fps {fps:g} asks for {int(clip.duration * fps)} frames; using {MAX_FRAMES} spread evenly "
-                  f"(the limit that protects memory)")
+    return Sampling(num_frames=None if fps is not None else frames or DEFAULT_FRAMES, fps=fps,
+                    max_frames=MAX_FRAMES, decoder=decoder)
+
+
+def decoding_progress(video: str | Path) -> DelayedProgress:
+    """A progress bar on stderr for decoding `video`, shown only when decoding takes more than a second."""
+    return DelayedProgress(stderr_console(), f"Decoding {Path(video).name}")
+
+
+def note_frame_cap(clips: list[VideoClip], fps: float | None) -> None:
+    """Say so when --fps asked for more frames than MAX_FRAMES and they were thinned."""
+    for clip in clips:
+        if fps is not None and clip.num_frames == MAX_FRAMES and clip.duration * fps > MAX_FRAMES:
+            note_line(f"--fps {fps:g} asks for {int(clip.duration * fps)} frames; using {MAX_FRAMES} spread evenly "
+                      f"(the limit that protects memory)")
+
+
+def read_clip(video: str | Path, frames: int | None, fps: float | None, decoder: str) -> VideoClip:
+    """Sample the video now (for commands that need the frames before the request): see `sampling`."""
+    with decoding_progress(video) as bar:
+        clip = sampling(frames, fps, decoder).load(video, on_progress=bar.update)
+    note_frame_cap([clip], fps)
     return clip
 
 
-def open_model(name: str, device: str, dtype: str, attn: str) -> LoadedModel:
-    """Load the model behind a spinner on stderr; say so when it is the demo model."""
+def open_model(name: str, device: str, dtype: str, attn: str, random_weights: bool = False,
+               width_scale: float | None = None) -> LoadedModel:
+    """Load the model behind a spinner on stderr; say so when it is the demo model or has random weights."""
     console = stderr_console()
     with progress(console, bar=False) as bar:
-        bar.add_task(f"Loading {name} …", total=None)
-        loaded = load_model(name, device=device, dtype=dtype, attn=attn)
+        bar.add_task(f"{'Building' if random_weights else 'Loading'} {name} …", total=None)
+        loaded = load_model(name, device=device, dtype=dtype, attn=attn, random_weights=random_weights,
+                            width_scale=width_scale)
     if loaded.is_demo:
         note_line(DEMO_NOTICE)
+    if loaded.random_weights:
+        note_line(random_weights_line(loaded))
     return loaded
+
+
+def random_weights_line(loaded: LoadedModel) -> str:
+    """One line saying which model was built, at what size, and that its weights are random."""
+    info = loaded.describe()
+    return (f"{info['name']} with random weights (timing only; answers are noise): {info['num_layers']} layers "
+            f"(the real depth), hidden {info['hidden_size']}, FFN {info['intermediate_size']}, "
+            f"{info['attention_heads']} heads / {info['kv_heads']} KV heads of {info['head_dim']}, width scale "
+            f"{info['width_scale']:g}, {info['parameters'] / 1e9:.2f} B parameters, {info['dtype']} on "
+            f"{info['device']}")
+
+
+def seconds_since_start() -> float:
+    """Seconds since this process started (interpreter, imports, model load: the start-up of a command)."""
+    return time.time() - psutil.Process().create_time()

@@ -11,8 +11,8 @@ import torch
 from framefusion.evaluation import DatasetItem, ItemResult, MethodScore, evaluate_dataset, normalize
 from framefusion.loading import LoadedModel
 from framefusion.methods import get_method
-from framefusion.pipeline import DENSE, AskResult, ask
-from framefusion.video import VideoClip
+from framefusion.pipeline import DENSE, AskResult, VideoInput, ask, load_videos
+from framefusion.video import Sampling
 
 DEFAULT_METHODS = (DENSE, "framefusion")
 
@@ -36,11 +36,13 @@ class CompareResult:
 
     results: list[AskResult]
     agreement: dict[str, Agreement]  # method -> agreement with dense
+    video_s: float = 0.0  # decoding and sampling the video once, shared by every method
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object `framefusion compare --json` prints."""
         return {"results": [result.to_json() for result in self.results],
-                "agreement": {method: a.to_dict() for method, a in self.agreement.items()}}
+                "agreement": {method: a.to_dict() for method, a in self.agreement.items()},
+                "video_s": self.video_s}
 
 
 def first_token_kl(reference_logits: torch.Tensor, logits: torch.Tensor) -> float:
@@ -68,15 +70,18 @@ def with_reference(methods: Sequence[str]) -> list[str]:
     return ordered if DENSE in ordered else [DENSE, *ordered]
 
 
-def compare(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], question: str,
+def compare(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question: str,
             methods: Sequence[str] = DEFAULT_METHODS, *, budget: float = 0.3, params: Mapping[str, Any] | None = None,
-            max_new_tokens: int = 64, warmup: bool = True,
-            on_result: Callable[[AskResult], None] | None = None) -> CompareResult:
+            sampling: Sampling | None = None, max_new_tokens: int = 64, warmup: bool = True,
+            on_result: Callable[[AskResult], None] | None = None,
+            on_video_progress: Callable[[int, int], None] | None = None) -> CompareResult:
     """Ask the same question with each method (dense added as the reference) and score agreement with dense.
 
-    params: method parameters by name; each method takes the ones it knows.
+    The video is decoded once (files by `sampling`); params: method parameters by name, each method takes the
+    ones it knows.
     """
     methods = with_reference(methods)
+    clips, video_s = load_videos(videos, sampling, on_video_progress)
     settings = dict(budget=budget, params=params)
     if warmup:  # one untimed token first, so the first method does not pay for lazy initialisation
         ask(loaded, clips, question, method=methods[0], max_new_tokens=1, **settings)
@@ -87,7 +92,7 @@ def compare(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], questio
         if on_result is not None:
             on_result(result)
     reference = results[methods.index(DENSE)]
-    return CompareResult(results, {r.method: agreement(reference, r) for r in results})
+    return CompareResult(results, {r.method: agreement(reference, r) for r in results}, video_s)
 
 
 def score_methods(loaded: LoadedModel, items: Sequence[DatasetItem], methods: Sequence[str], *,

@@ -38,6 +38,8 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     is_demo: bool = False
+    random_weights: bool = False  # built from its config with random weights (real shape, for timing)
+    width_scale: float = 1.0  # widths relative to the config's (random-weight models only)
 
     @property
     def tokenizer(self) -> Any:
@@ -48,6 +50,29 @@ class LoadedModel:
     def family(self) -> str:
         """The supported family the model belongs to (e.g. "Qwen2-VL")."""
         return adapter_for(self.model).name
+
+    def describe(self) -> dict[str, Any]:
+        """What was built: name, family, weights, depth, widths, dtype, device (the `model` object of --json)."""
+        text = adapter_for(self.model).text_model(self.model).config
+        vision = getattr(self.model.config, "vision_config", None)
+        layer_types = getattr(text, "layer_types", None) or []
+        return {
+            "name": self.name,
+            "family": self.family,
+            "weights": "random" if self.random_weights else "loaded",
+            "width_scale": self.width_scale,
+            "num_layers": text.num_hidden_layers,
+            "linear_attention_layers": sum(kind == "linear_attention" for kind in layer_types),
+            "hidden_size": text.hidden_size,
+            "intermediate_size": text.intermediate_size,
+            "attention_heads": text.num_attention_heads,
+            "kv_heads": text.num_key_value_heads,
+            "head_dim": getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads,
+            "vision_width": getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", None),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+        }
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -94,16 +119,28 @@ def demo_model_directory() -> Path:
 
 
 def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "auto",
-               attn: str = "sdpa") -> LoadedModel:
+               attn: str = "sdpa", random_weights: bool = False, width_scale: float | None = None) -> LoadedModel:
     """Load a supported video LLM and its processor (hub id, local directory, or "demo") for inference.
 
     device="auto" picks cuda, then mps, then cpu; for the built-in demo model it picks the cpu (a 1.3 M-parameter
-    model gains nothing from a GPU, and it was trained and measured in fp32).
+    model gains nothing from a GPU, and it was trained and measured in fp32). random_weights=True builds the
+    model from its config with random weights instead (a short name such as "qwen2-vl-7b" from
+    framefusion.random_weights, a model directory, or a hub id whose config is cached), at `width_scale`
+    (default: full size on a GPU that fits it, reduced on a CPU).
     """
     if attn not in ATTENTION:
         raise ValueError(f"unknown attention implementation {attn!r}; choose from {', '.join(ATTENTION)}")
     torch_device = resolve_device("cpu" if device == "auto" and name_or_path == DEMO else device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    if random_weights:
+        return _random_model(name_or_path, torch_device, torch_dtype, attn, width_scale)
+    if width_scale is not None:
+        raise ModelLoadError("--width-scale applies to --random-weights models only")
+    from framefusion.random_weights import REFERENCES
+
+    if name_or_path in REFERENCES:
+        raise ModelLoadError(f"{name_or_path!r} is a reference shape without weights: add --random-weights, or pass "
+                             f"the hub id {REFERENCES[name_or_path][0]} to load the real weights")
     if attn == "flash_attention_2" and (torch_device.type != "cuda" or importlib.util.find_spec("flash_attn") is None):
         raise ModelLoadError("--attn flash_attention_2 needs a CUDA GPU and the flash-attn package; use --attn sdpa")
     is_demo = name_or_path == DEMO
@@ -123,6 +160,22 @@ def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "
     if torch_device.type != "cuda":
         model = model.to(torch_device)
     return LoadedModel(model.eval(), processor, name_or_path, torch_device, torch_dtype, is_demo)
+
+
+def _random_model(name: str, device: torch.device, dtype: torch.dtype, attn: str,
+                  width_scale: float | None) -> LoadedModel:
+    """A real-shaped model with random weights (framefusion.random_weights)."""
+    from framefusion.random_weights import RandomModelError, build_random_model
+
+    if name == DEMO:
+        raise ModelLoadError("--random-weights needs a model shape: a short name such as qwen2-vl-7b, a model "
+                             "directory, or a cached hub id (the demo model has trained weights of its own)")
+    try:
+        model, processor, scale = build_random_model(name, device=device, dtype=dtype, attn=attn,
+                                                     width_scale=width_scale)
+    except RandomModelError as error:
+        raise ModelLoadError(str(error)) from None
+    return LoadedModel(model, processor, name, device, dtype, random_weights=True, width_scale=scale)
 
 
 def _locate(name_or_path: str) -> tuple[str, bool]:

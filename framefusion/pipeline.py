@@ -6,6 +6,7 @@ import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,24 +21,37 @@ from framefusion.measure import clock, time_vision_encoder, track_peak_memory
 from framefusion.methods import apply_method, select_frames
 from framefusion.prompting import prepare_inputs
 from framefusion.stats import ReductionStats
-from framefusion.video import VideoClip
+from framefusion.video import Sampling, VideoClip
+
+VideoInput = VideoClip | str | Path  # a sampled clip, or a file that `Sampling` samples
 
 DENSE = "dense"  # the registry's unreduced model: the reference for agreement and speed-ups
 
 
 @dataclass
 class Timings:
-    """Where the time of one answer went, in seconds (device-synchronised on CUDA and MPS)."""
+    """Where the time of one answer went, in seconds (device-synchronised on CUDA and MPS).
 
+    The parts (video, processor, vision, prefill, decode) cover the request; total_s is its measured wall time,
+    from opening the video to the last token (the rest is installing and removing the method, and glue).
+    """
+
+    video_s: float  # decoding and sampling the video file(s); 0 when sampled clips were passed in
+    processor_s: float  # chat template and processor (resizing, patching), inputs moved to the device
     vision_s: float  # inside the model's vision encoder (get_video_features / get_image_features)
     prefill_s: float  # time to the first token, less vision_s
     decode_s: float  # from the first token to the last
-    total_s: float  # the whole call: method install, processor, vision, prefill and decode
+    total_s: float  # the whole request, measured
+
+    @property
+    def parts_s(self) -> float:
+        """The sum of the measured parts."""
+        return self.video_s + self.processor_s + self.vision_s + self.prefill_s + self.decode_s
 
     def to_dict(self) -> dict[str, float]:
-        """The four timings by name."""
-        return {"vision_s": self.vision_s, "prefill_s": self.prefill_s, "decode_s": self.decode_s,
-                "total_s": self.total_s}
+        """The timings by name."""
+        return {"video_s": self.video_s, "processor_s": self.processor_s, "vision_s": self.vision_s,
+                "prefill_s": self.prefill_s, "decode_s": self.decode_s, "total_s": self.total_s}
 
 
 @dataclass
@@ -179,23 +193,37 @@ def dense_token_counts(model: nn.Module, inputs: BatchFeature) -> tuple[int, lis
     return vision, [int(input_ids.shape[-1])] * len(adapter.decoder_layers(model))
 
 
-def ask(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], question: str, *, method: str = "framefusion",
-        budget: float = 0.3, params: Mapping[str, Any] | None = None, max_new_tokens: int = 64,
-        on_text: Callable[[str], None] | None = None) -> AskResult:
-    """Answer a question about one or more clips greedily with `method` installed for the call (removed after).
+def load_videos(videos: VideoInput | Sequence[VideoInput], sampling: Sampling | None = None,
+                on_progress: Callable[[int, int], None] | None = None) -> tuple[list[VideoClip], float]:
+    """(clips, seconds spent decoding): files are sampled by `sampling` (default 16 frames), clips pass through."""
+    items = [videos] if isinstance(videos, (VideoClip, str, Path)) else list(videos)
+    start = time.perf_counter()
+    clips = [item if isinstance(item, VideoClip) else (sampling or Sampling()).load(item, on_progress)
+             for item in items]
+    return clips, time.perf_counter() - start
 
-    params: method parameters by name (e.g. similarity_lower_bound, importance_queries); each method takes the
-    ones it knows (framefusion.methods.apply_method).
+
+def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question: str, *,
+        method: str = "framefusion", budget: float = 0.3, params: Mapping[str, Any] | None = None,
+        sampling: Sampling | None = None, max_new_tokens: int = 64, on_text: Callable[[str], None] | None = None,
+        on_video_progress: Callable[[int, int], None] | None = None) -> AskResult:
+    """Answer a question about one or more videos greedily with `method` installed for the call (removed after).
+
+    videos: sampled clips, or files that `sampling` samples (timed as `video_s`). params: method parameters by
+    name (e.g. similarity_lower_bound, importance_queries); each method takes the ones it knows
+    (framefusion.methods.apply_method).
     """
-    clips = [clips] if isinstance(clips, VideoClip) else list(clips)
     params = dict(params or {})
     model = loaded.model
     with track_peak_memory(loaded.device) as peak:
         start = clock(loaded.device)
+        clips, video_s = load_videos(videos, sampling, on_video_progress)
         try:
             apply_method(model, method, budget, **params)  # the registry passes each method what it takes
             clips = [select_frames(method, clip, budget) for clip in clips]  # after apply: knows the model
+            processed = clock(loaded.device)
             inputs = model_inputs(loaded, clips, question)
+            processor_s = clock(loaded.device) - processed
             generation = greedy_generate(loaded, inputs, max_new_tokens, on_text=on_text)
             stats = last_stats(model)
         finally:
@@ -216,6 +244,8 @@ def ask(loaded: LoadedModel, clips: VideoClip | Sequence[VideoClip], question: s
         kept_ratio=stats.kept_ratio if stats is not None else 1.0,
         tokens_per_layer=tokens_per_layer,
         timings=Timings(
+            video_s=video_s,
+            processor_s=processor_s,
             vision_s=generation.vision_s,
             prefill_s=generation.prefill_s,
             decode_s=generation.decode_s,

@@ -13,10 +13,10 @@ import numpy as np
 from framefusion.adapters import adapter_for
 from framefusion.api import last_stats, remove_framefusion
 from framefusion.loading import LoadedModel
-from framefusion.measure import cache_bytes, track_peak_memory
+from framefusion.measure import cache_bytes, clock, track_peak_memory
 from framefusion.methods import apply_method, select_frames
-from framefusion.pipeline import DENSE, dense_token_counts, greedy_generate, model_inputs
-from framefusion.video import VideoClip
+from framefusion.pipeline import DENSE, VideoInput, dense_token_counts, greedy_generate, load_videos, model_inputs
+from framefusion.video import Sampling, VideoClip
 
 
 
@@ -27,18 +27,21 @@ class ProfileRun:
     method: str
     budget: float  # 1.0 for dense
     frames: int
+    num_layers: int
     vision_tokens: int
     kept_ratio: float
     importance_queries: int | None  # query rows the prune importance averaged over (None: no attention ranking)
+    video_s: float  # decoding and sampling the video at this frame count (once, shared by the methods)
+    processor_s: float  # chat template and processor, inputs moved to the device
     vision_s: float  # vision encoder
     prefill_s: float  # LLM prefill, vision excluded
     decode_per_token_s: float
     kv_cache_bytes: int  # key/value tensors held after prefill
     peak_memory_bytes: int  # CUDA: max tensor bytes allocated; CPU/MPS: peak process RSS
     speedup_prefill: float  # dense prefill / this prefill
-    speedup_end_to_end: float  # dense total / this total (vision + prefill + new_tokens decode steps)
+    speedup_end_to_end: float  # dense total / this total
     ideal_speedup: float  # dense / reduced prefill FLOPs by the paper's cost model (1.0 for dense)
-    total_s: float  # vision + prefill + decode of new_tokens tokens
+    total_s: float  # video + processor + vision + prefill + decode of new_tokens tokens: one request
     new_tokens: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,6 +53,7 @@ class ProfileRun:
 class _Sample:
     """One timed run."""
 
+    processor_s: float
     vision_s: float
     prefill_s: float
     decode_s: float
@@ -71,7 +75,7 @@ def count_runs(budgets: Sequence[float], frame_counts: Sequence[int], repeats: i
                method: str = "framefusion") -> int:
     """How many generate calls profile_runs makes (for a progress bar)."""
     configs = _configs(method, budgets)
-    return len(configs) * len(frame_counts) * (1 + warmup + repeats)
+    return len(configs) * len(frame_counts) * (1 + max(warmup - 1, 0) + repeats)
 
 
 def _configs(method: str, budgets: Sequence[float]) -> list[tuple[str, float]]:
@@ -82,25 +86,40 @@ def _configs(method: str, budgets: Sequence[float]) -> list[tuple[str, float]]:
     return configs
 
 
-def profile_runs(loaded: LoadedModel, clip: VideoClip, budgets: Sequence[float] = (0.3,),
+def _sampled(video: VideoInput, frames: int, decoder: str) -> tuple[VideoClip, float]:
+    """(clip of `frames` frames, seconds spent decoding): a file is decoded at that count, a clip subsampled."""
+    if isinstance(video, VideoClip):
+        return subsample(video, frames), 0.0
+    clips, seconds = load_videos(video, Sampling(num_frames=frames, max_frames=max(frames, 1), decoder=decoder))
+    if clips[0].num_frames < frames:
+        raise ValueError(f"{video} has only {clips[0].num_frames} frames; profile at most --frames "
+                         f"{clips[0].num_frames}")
+    return clips[0], seconds
+
+
+def profile_runs(loaded: LoadedModel, video: VideoInput, budgets: Sequence[float] = (0.3,),
                  frame_counts: Sequence[int] = (16,), repeats: int = 3, warmup: int = 1, new_tokens: int = 16, *,
                  method: str = "framefusion", params: Mapping[str, Any] | None = None,
-                 question: str = "Describe the video in detail.",
+                 question: str = "Describe the video in detail.", decoder: str = "av",
                  on_step: Callable[[str], None] | None = None) -> list[ProfileRun]:
     """Time dense and `method` at each budget, for each frame count: medians over repeats after warm-up runs.
 
+    video: a file (decoded once per frame count, timed as video_s) or a sampled clip (subsampled, video_s 0).
     params: method parameters by name; each method takes the ones it knows.
     """
     if repeats < 1 or warmup < 0 or new_tokens < 1:
         raise ValueError("need repeats >= 1, warmup >= 0 and new_tokens >= 1")
-    clips = {frames: subsample(clip, frames) for frames in dict.fromkeys(frame_counts)}  # checked before timing
+    if isinstance(video, VideoClip):
+        for frames in frame_counts:
+            subsample(video, frames)  # checked before any timing
     runs: list[ProfileRun] = []
-    for frames, sampled in clips.items():
+    for frames in dict.fromkeys(frame_counts):
+        clip, video_s = _sampled(video, frames, decoder)
         dense: ProfileRun | None = None
         for method_name, budget in _configs(method, budgets):
             label = f"{method_name} {budget:g}, {frames} frames"
-            run = _profile_one(loaded, sampled, method_name, budget, dict(params or {}), question, repeats, warmup,
-                               new_tokens, label, on_step)
+            run = _profile_one(loaded, clip, video_s, method_name, budget, dict(params or {}), question, repeats,
+                               warmup, new_tokens, label, on_step)
             dense = dense or run
             run.speedup_prefill = dense.prefill_s / run.prefill_s if run.prefill_s > 0 else float("nan")
             run.speedup_end_to_end = dense.total_s / run.total_s if run.total_s > 0 else float("nan")
@@ -108,10 +127,11 @@ def profile_runs(loaded: LoadedModel, clip: VideoClip, budgets: Sequence[float] 
     return runs
 
 
-def _profile_one(loaded: LoadedModel, clip: VideoClip, method: str, budget: float, params: dict[str, Any],
-                 question: str, repeats: int, warmup: int, new_tokens: int, label: str,
+def _profile_one(loaded: LoadedModel, clip: VideoClip, video_s: float, method: str, budget: float,
+                 params: dict[str, Any], question: str, repeats: int, warmup: int, new_tokens: int, label: str,
                  on_step: Callable[[str], None] | None) -> ProfileRun:
-    """All runs of one configuration: a prefill-only pass for the cache and statistics, warm-ups, timed repeats."""
+    """All runs of one configuration: a one-token pass (the first warm-up: it leaves the prompt's KV cache and the
+    statistics), further warm-ups, timed repeats."""
     model = loaded.model
     step = on_step or (lambda _label: None)
     try:
@@ -124,40 +144,49 @@ def _profile_one(loaded: LoadedModel, clip: VideoClip, method: str, budget: floa
         del first
         stats = last_stats(model)
         samples = []
-        for index in range(warmup + repeats):
-            step(f"{label}: warm-up {index + 1}" if index < warmup else f"{label}: run {index - warmup + 1}")
+        extra_warmups = max(warmup - 1, 0)
+        for index in range(extra_warmups + repeats):
+            step(f"{label}: warm-up {index + 2}" if index < extra_warmups else
+                 f"{label}: run {index - extra_warmups + 1}")
             with track_peak_memory(loaded.device) as peak:
+                start = clock(loaded.device)
+                inputs = model_inputs(loaded, [chosen], question)
+                processor_s = clock(loaded.device) - start
                 generation = greedy_generate(loaded, inputs, new_tokens, min_new_tokens=new_tokens)
-            if index >= warmup:
-                samples.append(_Sample(generation.vision_s, generation.prefill_s, generation.decode_s, peak.bytes))
+            if index >= extra_warmups:
+                samples.append(_Sample(processor_s, generation.vision_s, generation.prefill_s, generation.decode_s,
+                                       peak.bytes))
     finally:
         remove_framefusion(model)
     text = adapter_for(model).text_model(model).config
-    vision_s = statistics.median(s.vision_s for s in samples)
-    prefill_s = statistics.median(s.prefill_s for s in samples)
-    decode_s = statistics.median(s.decode_s for s in samples)
+    median = {part: statistics.median(getattr(s, part) for s in samples)
+              for part in ("processor_s", "vision_s", "prefill_s", "decode_s")}
     return ProfileRun(
         method=method,
         budget=budget,
         frames=chosen.num_frames,
+        num_layers=len(adapter_for(model).decoder_layers(model)),
         vision_tokens=stats.num_vision_tokens if stats is not None else dense_token_counts(model, inputs)[0],
         kept_ratio=stats.kept_ratio if stats is not None else 1.0,
         importance_queries=stats.importance_queries if stats is not None else None,
-        vision_s=vision_s,
-        prefill_s=prefill_s,
-        decode_per_token_s=decode_s / (new_tokens - 1) if new_tokens > 1 else 0.0,
+        video_s=video_s,
+        processor_s=median["processor_s"],
+        vision_s=median["vision_s"],
+        prefill_s=median["prefill_s"],
+        decode_per_token_s=median["decode_s"] / (new_tokens - 1) if new_tokens > 1 else 0.0,
         kv_cache_bytes=kv_bytes,
         peak_memory_bytes=int(statistics.median(s.peak for s in samples)),
         speedup_prefill=1.0,
         speedup_end_to_end=1.0,
         ideal_speedup=stats.ideal_speedup(text.hidden_size, text.intermediate_size) if stats is not None else 1.0,
-        total_s=vision_s + prefill_s + decode_s,
+        total_s=video_s + sum(median.values()),
         new_tokens=new_tokens,
     )
 
 
 def plot_profile(runs: Sequence[ProfileRun], path: str | Path) -> Path:
-    """A PNG like the paper's Fig. 8: stacked vision / prefill / decode time per run, speed-ups on top, KV bytes."""
+    """A PNG like the paper's Fig. 8: stacked video + processor / vision / prefill / decode time per run, speed-ups
+    on top, KV bytes below."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg directly: no pyplot, no display
     from matplotlib.figure import Figure
 
@@ -166,17 +195,19 @@ def plot_profile(runs: Sequence[ProfileRun], path: str | Path) -> Path:
     groups = np.cumsum([0] + [runs[i].frames != runs[i - 1].frames for i in range(1, len(runs))])  # [R]
     x = np.arange(len(runs)) + 0.6 * groups  # a gap between frame counts
     labels = [f"{r.method}\n{'' if r.method == DENSE else f'b={r.budget:g}, '}{r.frames} frames" for r in runs]
+    video = np.array([r.video_s + r.processor_s for r in runs])
     vision = np.array([r.vision_s for r in runs])
     prefill = np.array([r.prefill_s for r in runs])
     decode = np.array([r.decode_per_token_s * max(r.new_tokens - 1, 0) for r in runs])
     figure = Figure(figsize=(max(6.0, 1.4 * len(runs) + 2), 6.5), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
     time_ax, kv_ax = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1.3))
-    time_ax.bar(x, vision, color="tab:purple", label="vision encoder")
-    time_ax.bar(x, prefill, bottom=vision, color="tab:blue", label="LLM prefill")
-    time_ax.bar(x, decode, bottom=vision + prefill, color="tab:orange",
+    time_ax.bar(x, video, color="tab:gray", label="video decoding and processor")
+    time_ax.bar(x, vision, bottom=video, color="tab:purple", label="vision encoder")
+    time_ax.bar(x, prefill, bottom=video + vision, color="tab:blue", label="LLM prefill")
+    time_ax.bar(x, decode, bottom=video + vision + prefill, color="tab:orange",
                 label=f"LLM decode ({max(runs[0].new_tokens - 1, 0)} tokens after the first)")
-    tops = vision + prefill + decode
+    tops = video + vision + prefill + decode
     for i, run in enumerate(runs):
         if run.method != DENSE:
             text = (f"prefill ×{run.speedup_prefill:.2f}\n(ideal ×{run.ideal_speedup:.2f})\n"

@@ -11,6 +11,8 @@ import torch
 from cli_helpers import (  # noqa: F401
     AGREEMENT_KEYS,
     ASK_KEYS,
+    CLI_ASK_KEYS,
+    MODEL_KEYS,
     PROFILE_RUN_KEYS,
     TIMING_KEYS,
     VISUALIZE_FILES,
@@ -85,7 +87,7 @@ def test_ask_json_is_one_object_with_the_documented_keys(model_args, video_file)
     result = run("ask", video_file, QUESTION, *model_args, "--max-new-tokens", "2", "--json")
     assert result.exit_code == 0, result.stderr
     payload = single_json(result.stdout)
-    assert set(payload) == ASK_KEYS and set(payload["timings"]) == TIMING_KEYS
+    assert set(payload) == CLI_ASK_KEYS and set(payload["timings"]) == TIMING_KEYS
     assert payload["method"] == "framefusion" and payload["budget"] == 0.3 and payload["frames"] == 8
     assert payload["vision_tokens"] == 64 and 0.2 < payload["kept_ratio"] < 0.4
     assert len(payload["tokens_per_layer"]) == 4 and payload["peak_memory_bytes"] > 0
@@ -148,7 +150,7 @@ def test_compare_json(model_args, video_file):  # noqa: F811
                  "--json")
     assert result.exit_code == 0, result.stderr
     payload = single_json(result.stdout)
-    assert set(payload) == {"results", "agreement"}
+    assert set(payload) == {"results", "agreement", "video_s", "model"} and payload["video_s"] > 0
     assert [r["method"] for r in payload["results"]] == ["dense", "framefusion"]
     assert all(set(r) == ASK_KEYS for r in payload["results"])
     assert set(payload["agreement"]) == {"dense", "framefusion"}
@@ -182,7 +184,7 @@ def test_profile_json_and_plot(model_args, tmp_path):
                  "--warmup", "0", "--max-new-tokens", "2", "--plot", plot, "--json")
     assert result.exit_code == 0, result.stderr
     payload = single_json(result.stdout)
-    assert set(payload) == {"runs"}
+    assert set(payload) == {"model", "video", "runs"} and set(payload["model"]) == MODEL_KEYS
     assert [(r["method"], r["frames"]) for r in payload["runs"]] == [("dense", 8), ("framefusion", 8)]
     assert all(set(r) == PROFILE_RUN_KEYS for r in payload["runs"])
     assert payload["runs"][0]["speedup_prefill"] == 1.0 and payload["runs"][1]["ideal_speedup"] > 1.0
@@ -405,3 +407,29 @@ def test_every_command_runs_on_a_hybrid_decoder(hybrid_checkpoint, video_file, t
     refused = run("ask", video_file, QUESTION, *model, "--method", "streamingllm")
     assert refused.exit_code != 0
     assert_one_line_error(refused.stderr, "streamingllm is not defined", "linear-attention layers")
+
+
+# ---------------------------------------------------------------- random weights, real shapes
+
+
+def test_profile_a_reference_shape_with_random_weights():
+    result = run("profile", "--model", "qwen2-vl-7b", "--random-weights", "--width-scale", "0.25", "--device", "cpu",
+                 "--size", "64", "--frames", "4", "--repeats", "1", "--warmup", "0", "--max-new-tokens", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = single_json(result.stdout)
+    model = payload["model"]
+    assert set(model) == MODEL_KEYS and model["weights"] == "random" and model["width_scale"] == 0.25
+    assert (model["num_layers"], model["hidden_size"], model["intermediate_size"]) == (28, 896, 4736)
+    assert all(r["num_layers"] == 28 for r in payload["runs"]) and payload["video"] == "generated"
+    assert "qwen2-vl-7b with random weights" in result.stderr and "28 layers" in result.stderr
+
+
+def test_profile_without_a_model_builds_the_default_shape_with_random_weights(monkeypatch, tiny_checkpoint):  # noqa: F811
+    from ffcli import profile
+
+    monkeypatch.setattr(profile, "DEFAULT_MODEL", str(tiny_checkpoint))  # a small shape: the default's path, quickly
+    result = run("profile", "--device", "cpu", "--size", "64", "--frames", "4", "--repeats", "1", "--warmup", "0",
+                 "--max-new-tokens", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert single_json(result.stdout)["model"]["weights"] == "random"
+    assert "with random weights (timing only" in result.stderr

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import (  # noqa: F401
-    ASK_KEYS,
+    CLI_ASK_KEYS,
+    MODEL_KEYS,
     PROFILE_RUN_KEYS,
     VISUALIZE_FILES,
     assert_one_line_error,
@@ -50,7 +51,20 @@ def test_ask(model, video_file):  # noqa: F811
     result = framefusion("ask", video_file, "What is happening?", *model, "--max-new-tokens", "2", "--json")
     assert result.returncode == 0, result.stderr
     payload = single_json(result.stdout)
-    assert set(payload) == ASK_KEYS and payload["frames"] == 8 and payload["vision_tokens"] == 64
+    assert set(payload) == CLI_ASK_KEYS and payload["frames"] == 8 and payload["vision_tokens"] == 64
+    assert set(payload["model_info"]) == MODEL_KEYS and payload["model_info"]["weights"] == "loaded"
+
+
+def test_ask_timings_add_up_to_the_request(model, video_file):  # noqa: F811
+    """The parts (video, processor, vision, prefill, decode) cover the measured wall time of the request."""
+    result = framefusion("ask", video_file, "What is happening?", *model, "--max-new-tokens", "8", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = single_json(result.stdout)
+    timings = payload["timings"]
+    parts = sum(timings[key] for key in ("video_s", "processor_s", "vision_s", "prefill_s", "decode_s"))
+    assert timings["video_s"] > 0 and timings["processor_s"] > 0
+    assert abs(parts - timings["total_s"]) <= 0.05 * timings["total_s"], timings
+    assert payload["startup_s"] > timings["total_s"] or payload["startup_s"] > 1.0  # imports and the model load
 
 
 def test_compare(model, video_file):  # noqa: F811

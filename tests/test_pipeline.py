@@ -156,7 +156,7 @@ def test_compare_agreement(loaded, clip):
     result = compare(loaded, clip, QUESTION, ["framefusion"], max_new_tokens=2, warmup=False)
     assert [r.method for r in result.results] == ["dense", "framefusion"]
     payload = result.to_json()
-    assert set(payload) == {"results", "agreement"} and set(payload["agreement"]) == {"dense", "framefusion"}
+    assert set(payload) == {"results", "agreement", "video_s"} and set(payload["agreement"]) == {"dense", "framefusion"}
     assert all(set(a) == AGREEMENT_KEYS for a in payload["agreement"].values())
     dense = result.agreement["dense"]
     assert dense.first_token_match and dense.exact_match and dense.kl_divergence == 0.0

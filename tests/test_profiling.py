@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from cli_helpers import PROFILE_RUN_KEYS, tiny_checkpoint  # noqa: F401
+from cli_helpers import PROFILE_RUN_KEYS, tiny_checkpoint, video_file  # noqa: F401
 from conftest import make_random_clip
 from PIL import Image
 
@@ -43,7 +43,18 @@ def test_reduced_runs_keep_less(runs):
     assert reduced.speedup_prefill == pytest.approx(dense.prefill_s / reduced.prefill_s)
     for run in runs:
         assert run.vision_s > 0 and run.prefill_s > 0 and run.decode_per_token_s > 0 and run.peak_memory_bytes > 0
-        assert run.total_s == pytest.approx(run.vision_s + run.prefill_s + 2 * run.decode_per_token_s)
+        assert run.total_s == pytest.approx(run.video_s + run.processor_s + run.vision_s + run.prefill_s
+                                            + 2 * run.decode_per_token_s)
+        assert run.video_s == 0.0 and run.processor_s > 0 and run.num_layers == 4  # a clip passed in: no decoding
+
+
+def test_a_video_file_is_decoded_once_per_frame_count_and_timed(tiny_checkpoint, video_file):  # noqa: F811
+    loaded = load_model(str(tiny_checkpoint), device="cpu")
+    runs = profile_runs(loaded, video_file, budgets=[0.3], frame_counts=[4, 8], repeats=1, warmup=0, new_tokens=2)
+    assert [r.frames for r in runs] == [4, 4, 8, 8]
+    assert all(r.video_s > 0 for r in runs) and runs[0].video_s == runs[1].video_s  # shared at one frame count
+    with pytest.raises(ValueError, match="only 8 frames"):
+        profile_runs(loaded, video_file, frame_counts=[16], repeats=1, warmup=0, new_tokens=2)
 
 
 def test_subsample_and_too_many_frames():

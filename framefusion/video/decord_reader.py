@@ -19,7 +19,7 @@ def decord_available() -> bool:
 QUIET = True  # silence decord's bundled FFmpeg, which writes straight to stderr (framefusion.video.set_decoder_logging)
 
 
-def _decord():
+def require_decord():
     """The decord module with FFmpeg's log level applied, or VideoError naming the default decoder."""
     if not decord_available():
         raise VideoError("decoder 'decord' is not installed on this platform (decord publishes wheels for Linux "
@@ -32,7 +32,7 @@ def _decord():
 
 def load_with_decord(path: Path, num_frames: int | None, fps: float | None, max_frames: int) -> VideoClip | None:
     """Sample frames with decord (which applies rotation metadata itself); None when decord cannot decode it."""
-    decord = _decord()
+    decord = require_decord()
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         count = len(reader)

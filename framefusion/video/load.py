@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -31,6 +32,18 @@ def check_file(path: str | Path) -> Path:
         raise VideoError(f"expected a video file, got a directory: {path}")
     if path.stat().st_size == 0:
         raise VideoError(f"video file is empty (0 bytes): {path}")
+    return path
+
+
+def check_video_file(path: str | Path, decoder: str = "av") -> Path:
+    """A quick check before any slow work: the file exists, is a readable container with a video stream (only its
+    header is read), and the decoder is installed. Returns the path; VideoError otherwise."""
+    if decoder not in DECODERS:
+        raise VideoError(f"unknown decoder {decoder!r}; choose one of: {', '.join(DECODERS)}")
+    path = check_file(path)
+    _as_video_error(path, lambda: open_container(path).close())
+    if decoder == "decord":
+        decord_reader.require_decord()
     return path
 
 
@@ -85,3 +98,23 @@ def set_decoder_logging(verbose: bool) -> None:
     """Show FFmpeg's own log lines (PyAV's and decord's) only when verbose; both are silent by default."""
     av.logging.set_level(av.logging.WARNING if verbose else None)
     decord_reader.QUIET = not verbose
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample frames from a video file: num_frames uniformly in time, or fps (capped at max_frames)."""
+
+    num_frames: int | None = 16
+    fps: float | None = None
+    max_frames: int = 256
+    decoder: str = "av"
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and self.num_frames is not None:
+            object.__setattr__(self, "num_frames", None)  # fps given: it decides the count
+        check_sampling(self.num_frames, self.fps, self.max_frames)
+
+    def load(self, path: str | Path, on_progress: Callable[[int, int], None] | None = None) -> VideoClip:
+        """load_video with these settings."""
+        return load_video(path, num_frames=self.num_frames, fps=self.fps, max_frames=self.max_frames,
+                          decoder=self.decoder, on_progress=on_progress)
