@@ -144,6 +144,11 @@ ImportanceQueries = Annotated[int | None, typer.Option(
     help="FrameFusion: the prune step ranks video tokens by the attention of the prompt's last Q query rows "
          "(default: the model family's, 4 for Qwen-VL models and 1 for the others, as the authors' code).")]
 
+Saliency = Annotated[Literal["attention", "norm"], typer.Option(
+    rich_help_panel=REDUCTION_PANEL,
+    help="VisionZip, FastVID, HoliTom: rank tokens by the vision encoder's attention (Qwen-VL and "
+         "LLaVA-OneVision towers) or by the feature norm (norm: any family, as VidCom2's Qwen adaptation).")]
+
 Frames = Annotated[int | None, typer.Option(
     callback=check_frames, metavar="N", rich_help_panel=VIDEO_PANEL,
     help=f"Frames sampled uniformly in time (default {DEFAULT_FRAMES}, at most {MAX_FRAMES}).")]
@@ -164,7 +169,8 @@ Verbose = Annotated[bool, typer.Option(
     help="Show library warnings, and the traceback when something fails.")]
 
 
-def method_params(similarity: float, ratio_lower_bound: float, importance_queries: int | None) -> dict:
+def method_params(similarity: float, ratio_lower_bound: float, importance_queries: int | None,
+                  saliency: str = "attention") -> dict:
     """The method parameters the reduction options set, by the library's names (each method takes its own)."""
     return {"similarity_lower_bound": similarity, "ratio_lower_bound": ratio_lower_bound,
-            "importance_queries": importance_queries}
+            "importance_queries": importance_queries, "saliency": saliency}

@@ -31,6 +31,7 @@ def visualize_command(
     similarity: o.Similarity = o.DEFAULT_SIMILARITY,
     ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
     importance_queries: o.ImportanceQueries = None,
+    saliency: o.Saliency = "attention",
     frames: o.Frames = None,
     fps: o.Fps = None,
     decoder: o.Decoder = "av",
@@ -48,7 +49,7 @@ def visualize_command(
 
         clip = read_clip(video, frames, fps, decoder)
         loaded = open_model(model, device, dtype, attn)
-        params = o.method_params(similarity, ratio_lower_bound, importance_queries)
+        params = o.method_params(similarity, ratio_lower_bound, importance_queries, saliency)
         result = ask(loaded, clip, question, method=method, budget=budget, params=params,
                      max_new_tokens=1)  # one prefill records the reduction
         stats = result.stats

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from framefusion.adapters import adapter_for
@@ -30,12 +32,18 @@ def apply_framefusion(model: nn.Module, cost: float = 0.3, similarity_lower_boun
     return install_reducer(model, make_reducer, description)
 
 
-def install_reducer(model: nn.Module, make_reducer: ReducerFactory, description: str) -> nn.Module:
-    """Install any token reducer (FrameFusion or a baseline) into a model, replacing one already there."""
+def install_reducer(model: nn.Module, make_reducer: ReducerFactory, description: str,
+                    undo: Callable[[], None] | None = None) -> nn.Module:
+    """Install any token reducer (FrameFusion or a baseline) into a model, replacing one already there.
+
+    undo: what else to undo with it (e.g. a method's hooks on the vision encoder).
+    """
     adapter = adapter_for(model)
     remove_framefusion(model)
     engine = ReductionEngine(model, adapter, make_reducer, description)
     engine.install()
+    if undo is not None:
+        engine.add_undo(undo)
     model.__dict__[ENGINE_ATTRIBUTE] = engine
     return model
 

@@ -41,7 +41,8 @@ class Reducer(Protocol):
     # Optional, for methods that change attention instead of removing tokens (StreamingLLM):
     # prefill_attention_mask(implementation, dtype, device) -> the mask every layer's prefill attention uses over
     #     the alive tokens, in the implementation's form, or None to keep the model's own;
-    # kv_keep: [n] rows of every layer's KV cache to keep once the prefill ends (None or absent: keep all).
+    # kv_keep: rows of the KV cache to keep once the prefill ends: [n] for every layer, or a list with one entry
+    #     per layer (None: that layer keeps all); None or absent: keep everything.
 
 
 ReducerFactory = Callable[[TokenLayout, DecoderStack, torch.device], Reducer]
@@ -92,8 +93,14 @@ class ReductionEngine:
                 setattr(output, VIDEO_INPUTS, video)
             return output
 
+        had_own, previous = "get_video_features" in module.__dict__, module.__dict__.get("get_video_features")
         module.get_video_features = get_video_features
-        return lambda: delattr(module, "get_video_features")
+        return lambda: setattr(module, "get_video_features", previous) if had_own else delattr(module,
+                                                                                              "get_video_features")
+
+    def add_undo(self, undo: Callable[[], None]) -> None:
+        """Something else to undo on uninstall (after the engine's own patches)."""
+        self._undo.insert(0, undo)
 
     def uninstall(self) -> None:
         """Undo every patch, in reverse order."""

@@ -111,11 +111,13 @@ def as_attention_mask(allowed: torch.Tensor, implementation: str, dtype: torch.d
     return allowed
 
 
-def keep_cache_rows(cache, rows: torch.Tensor) -> None:
-    """Keep only the given sequence rows [n] of every layer's cached keys and values (others are evicted)."""
-    for layer in cache.layers:
-        if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
+def keep_cache_rows(cache, rows: torch.Tensor | Sequence[torch.Tensor | None]) -> None:
+    """Keep only the given rows of the cached keys and values (others are evicted): rows [n] for every layer, or
+    one entry per layer (None: that layer keeps all)."""
+    per_layer = [rows] * len(cache.layers) if isinstance(rows, torch.Tensor) else list(rows)
+    for layer, kept in zip(cache.layers, per_layer):
+        if kept is None or getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
             continue
-        index = rows.to(layer.keys.device)
+        index = kept.to(layer.keys.device)
         layer.keys = layer.keys.index_select(-2, index)
         layer.values = layer.values.index_select(-2, index)

@@ -48,6 +48,12 @@ class TokenLayout:
         cols = torch.tensor([g.cols for g in self.grids], dtype=torch.long)[self.video]
         return self.patch // cols, self.patch % cols
 
+    def subset(self, ids: torch.Tensor, positions: torch.Tensor | None = None) -> "TokenLayout":
+        """The layout of the video tokens `ids` (indices into the N_v tokens, in order), optionally at other
+        positions (e.g. their rows after earlier removals)."""
+        return TokenLayout(self.seq_len, self.positions[ids] if positions is None else positions, self.video[ids],
+                           self.frame[ids], self.patch[ids], self.grids)
+
     def without_positions(self, drop: torch.Tensor) -> "TokenLayout":
         """The same layout with the given sequence positions removed from the reducible set."""
         keep = ~torch.isin(self.positions, drop.to(self.positions.device))

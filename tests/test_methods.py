@@ -18,7 +18,9 @@ from framefusion.prompting import prepare_inputs
 from framefusion.tiny import FAMILIES
 
 QUESTION = "What is happening in the video?"
-REDUCING = ["fastv", "streamingllm", "vidcom2", "evs", "uniform"]
+REDUCING = ["fastv", "streamingllm", "vidcom2", "evs", "uniform", "visionzip", "dycoke"]
+SALIENCY_METHODS = {"visionzip"}  # rank by vision-encoder attention where the family's tower is read
+ATTENTION_FAMILIES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "llava_onevision"}
 
 
 def model_parts(model):
@@ -81,7 +83,8 @@ def test_every_method_runs_on_every_family(family, tiny_model_factory):
     model, processor = tiny_model_factory(family, num_layers=16) if hybrid else tiny_model_factory(family)
     clip = make_random_clip(8, static_fraction=0.5)
     for name in [n for n in REDUCING if not (hybrid and n == "streamingllm")]:  # dense, framefusion: test_engine
-        apply_method(model, name, 0.5)  # before select_frames: uniform learns the model's temporal patch
+        params = {"saliency": "norm"} if name in SALIENCY_METHODS and family not in ATTENTION_FAMILIES else {}
+        apply_method(model, name, 0.5, **params)  # before select_frames: uniform learns the model's temporal patch
         try:
             inputs = prepare_inputs(processor, [select_frames(name, clip, 0.5)], QUESTION)
             with torch.no_grad():

@@ -38,7 +38,8 @@ def one_video_layout(frames=4, rows=2, cols=2, start=5, text_after=6, gap=0, raw
 
 # ---- registry and parameters ------------------------------------------------------------------------------
 def test_registry_has_every_method_with_its_parameters():
-    assert method_names() == ["dense", "framefusion", "fastv", "streamingllm", "vidcom2", "evs", "uniform"]
+    assert method_names() == ["dense", "framefusion", "fastv", "streamingllm", "vidcom2", "evs", "uniform", "visionzip",
+                              "dycoke"]
     assert get_method("framefusion").params == ("similarity_lower_bound", "ratio_lower_bound", "importance_queries")
     assert get_method("uniform").select_frames is not None
     assert all(METHODS[n].select_frames is None for n in method_names() if n != "uniform")
@@ -202,7 +203,7 @@ def test_evs_ranks_globally_not_per_frame():
 def test_evs_keep_handles_each_video_of_a_prompt():
     grid = VideoGrid(3, 2, 2)
     layout = layout_from_videos(40, [torch.arange(2, 14), torch.arange(20, 32)], [grid, grid])
-    keep = keep_per_video(layout, torch.randn(24, 8), 0.5, evs_retention_mask)
+    keep = keep_per_video(layout, torch.randn(24, 8), 0.5, evs_retention_mask).keep
     assert int(keep[:12].sum()) == 6 and int(keep[12:].sum()) == 6
     assert keep[:4].all() and keep[12:16].all()
 
@@ -277,7 +278,7 @@ def test_vidcom2_keeps_the_outliers_and_meets_the_target():
 def test_vidcom2_keep_handles_each_video_of_a_prompt():
     grid = VideoGrid(4, 2, 2)
     layout = layout_from_videos(50, [torch.arange(2, 18), torch.arange(25, 41)], [grid, grid])
-    keep = keep_per_video(layout, torch.randn(32, 16), 0.5, vidcom2_video_mask)
+    keep = keep_per_video(layout, torch.randn(32, 16), 0.5, vidcom2_video_mask).keep
     assert int(keep[:16].sum()) == 8 and int(keep[16:].sum()) == 8
 
 

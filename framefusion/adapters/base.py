@@ -80,6 +80,11 @@ class FamilyAdapter:
         """Layout of the video tokens of a batch-1 prompt, or None when it has none."""
         raise NotImplementedError
 
+    def vision_probe(self, model: nn.Module):
+        """A SaliencyProbe of the vision encoder's attention (adapters/vision_attention.py), or None where this
+        family has none."""
+        return None
+
     def install_extras(self, engine, model: nn.Module) -> list[Callable[[], None]]:
         """Family-specific patches (e.g. Qwen3-VL deepstack); returns their undo callables."""
         return []

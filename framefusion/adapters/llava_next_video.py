@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from framefusion.adapters.llava_onevision import LlavaOneVisionAdapter
 
 
@@ -11,3 +13,7 @@ class LlavaNextVideoAdapter(LlavaOneVisionAdapter):
     name = "LLaVA-NeXT-Video"
     model_types = ("llava_next_video",)
     newline_tokens = 0
+
+    def vision_probe(self, model: nn.Module):
+        """None: its CLIP tower (a CLS token, average pooling) is not read for saliency here."""
+        return None

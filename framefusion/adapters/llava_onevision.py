@@ -19,6 +19,12 @@ class LlavaOneVisionAdapter(FamilyAdapter):
     model_types = ("llava_onevision",)
     newline_tokens = 1  # separator tokens at the end of each video's span
 
+    def vision_probe(self, model: nn.Module):
+        """Attention of the SigLIP layer that gives the video features, pooled like them."""
+        from framefusion.adapters.vision_attention import siglip_probe
+
+        return siglip_probe(model, self.multimodal_module(model))
+
     def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """How many videos, and frames per video ([videos, frames, C, H, W] pixels)."""
         pixels = arguments.get("pixel_values_videos")

@@ -18,6 +18,12 @@ class Qwen2VLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl",)
     importance_queries = 4  # the authors' Qwen2-VL code averages the prune importance over the last 4 rows
 
+    def vision_probe(self, model: nn.Module):
+        """Attention of the last full-attention block of the Qwen-VL vision transformer."""
+        from framefusion.adapters.vision_attention import qwen_vit_probe
+
+        return qwen_vit_probe(model, self.multimodal_module(model))
+
     def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """The (t, h, w) patch grid of every video."""
         grid_thw = arguments.get("video_grid_thw")

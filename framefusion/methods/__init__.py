@@ -17,11 +17,13 @@ from typing import Any
 from torch import nn
 
 from framefusion.api import apply_framefusion, remove_framefusion
+from framefusion.methods.dycoke import apply_dycoke
 from framefusion.methods.evs import apply_evs
 from framefusion.methods.fastv import apply_fastv
 from framefusion.methods.streamingllm import apply_streamingllm
 from framefusion.methods.uniform import apply_uniform, select_uniform_frames
 from framefusion.methods.vidcom2 import apply_vidcom2
+from framefusion.methods.visionzip import apply_visionzip
 from framefusion.video import VideoClip
 
 
@@ -58,6 +60,10 @@ METHODS: dict[str, Method] = {
                   apply_evs),
     "uniform": Method("uniform", "the dense model on fewer, uniformly sampled frames (Original*)", apply_uniform,
                       select_frames=select_uniform_frames),
+    "visionzip": Method("visionzip", "per frame, dominant tokens by vision-encoder attention plus contextual "
+                                     "merges (VisionZip)", apply_visionzip, params=("saliency",)),
+    "dycoke": Method("dycoke", "temporal pruning of 4-frame windows, then KV pruning by attention (DyCoke)",
+                     apply_dycoke, params=("ttm_rate", "kv_layer")),
 }
 
 

@@ -1,0 +1,156 @@
+"""How much attention each video token receives inside the vision encoder (its saliency), for the methods that
+rank video tokens by it (VisionZip, FastVID, HoliTom).
+
+A probe hooks the vision encoder's attention layer whose output the LLM's video features come from, recomputes
+that layer's attention probabilities from its own q and k, inside each frame, and averages them over heads and
+queries: the attention each patch receives. Patches that the projector fuses into one LLM token (Qwen-VL's 2x2
+merge, LLaVA-OneVision's 2x2 bilinear pooling) get the mean (Qwen) or the same pooling (LLaVA-OneVision) of their
+patches' saliency. `take()` returns [N] for the N video tokens of the last get_video_features call, in the order
+their features fill the prompt. It costs one extra q/k projection and one softmax per frame of that layer.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from framefusion.adapters.base import rotate_half
+
+
+class SaliencyProbe:
+    """Holds the saliency of the last encoded videos; `remove()` undoes its hooks."""
+
+    def __init__(self) -> None:
+        self.latest: torch.Tensor | None = None
+        self.parts: list[torch.Tensor] = []
+        self.undo: list[Callable[[], None]] = []
+
+    def take(self) -> torch.Tensor:
+        """[N] saliency of the last encoded video tokens (RuntimeError if no video was encoded)."""
+        if self.latest is None:
+            raise RuntimeError("no vision-encoder saliency was recorded for this prompt's videos")
+        return self.latest
+
+    def remove(self) -> None:
+        """Remove every hook."""
+        while self.undo:
+            self.undo.pop()()
+
+    def watch_video_encoder(self, module: nn.Module, finish: Callable[[list[torch.Tensor], dict], torch.Tensor]) -> None:
+        """Wrap `module.get_video_features`: collect the parts recorded while it runs, then `finish` them."""
+        original = module.get_video_features
+
+        @functools.wraps(original)
+        def get_video_features(*args, **kwargs):
+            self.parts = []
+            self.recording = True
+            try:
+                output = original(*args, **kwargs)
+            finally:
+                self.recording = False
+            self.latest = finish(self.parts, kwargs)
+            return output
+
+        had_own = "get_video_features" in module.__dict__
+        previous = module.__dict__.get("get_video_features")
+        module.get_video_features = get_video_features
+        self.undo.append(lambda: setattr(module, "get_video_features", previous) if had_own
+                         else delattr(module, "get_video_features"))
+
+    recording = False
+
+
+def received_attention(q: torch.Tensor, k: torch.Tensor, scaling: float) -> torch.Tensor:
+    """q, k [H, n, d] of one frame -> [n] float32: softmax attention each key receives, mean over heads and queries."""
+    probs = torch.softmax((q.float() @ k.float().transpose(-1, -2)) * scaling, dim=-1)  # [H, n, n]
+    return probs.mean(dim=(0, 1))
+
+
+def qwen_vit_probe(model: nn.Module, module: nn.Module) -> SaliencyProbe:
+    """The Qwen-VL vision transformer (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5): its last full-attention block."""
+    visual = module.visual
+    full = list(getattr(visual, "fullatt_block_indexes", None) or [])  # Qwen2.5-VL: the others attend in windows
+    attention = visual.blocks[full[-1] if full else len(visual.blocks) - 1].attn
+    unit = visual.spatial_merge_size ** 2  # patches fused into one LLM token, consecutive in the sequence
+    probe = SaliencyProbe()
+    grids: list[torch.Tensor] = []
+
+    def before_visual(_module, args, kwargs):
+        if probe.recording:
+            grids.append(kwargs.get("grid_thw", args[1] if len(args) > 1 else None))
+
+    def before_attention(_module, args, kwargs):
+        if not probe.recording:
+            return
+        hidden = args[0] if args else kwargs["hidden_states"]  # [n_patches, width], normed
+        cu_seqlens = kwargs["cu_seqlens"]
+        cos, sin = (t[:, None, :].float() for t in kwargs["position_embeddings"])  # [n_patches, 1, d]
+        q, k, _ = attention.qkv(hidden).reshape(hidden.shape[0], 3, attention.num_heads, -1).unbind(1)
+        q, k = q.float() * cos + rotate_half(q.float()) * sin, k.float() * cos + rotate_half(k.float()) * sin
+        bounds = cu_seqlens.tolist()
+        scores = [received_attention(q[a:b].transpose(0, 1), k[a:b].transpose(0, 1), attention.scaling)
+                  for a, b in zip(bounds[:-1], bounds[1:])]  # one softmax per frame (temporal patch)
+        probe.parts.append(torch.cat(scores).view(-1, unit).mean(dim=-1))  # [n_tokens], the ViT's order
+
+    def finish(parts: list[torch.Tensor], _kwargs: dict) -> torch.Tensor:
+        saliency = torch.cat(parts)
+        if full and grids:  # Qwen2.5-VL runs in window order: back to the merger's output order
+            from transformers.vision_utils import get_vision_window_index
+
+            window_index, _ = get_vision_window_index(torch.cat(grids), spatial_merge_size=visual.spatial_merge_size,
+                                                      window_size=visual.window_size, patch_size=visual.patch_size)
+            saliency = saliency[torch.argsort(window_index.to(saliency.device))]
+        grids.clear()
+        return saliency
+
+    probe.undo.append(visual.register_forward_pre_hook(before_visual, with_kwargs=True).remove)
+    probe.undo.append(attention.register_forward_pre_hook(before_attention, with_kwargs=True).remove)
+    probe.watch_video_encoder(module, finish)
+    return probe
+
+
+def siglip_probe(model: nn.Module, module: nn.Module) -> SaliencyProbe:
+    """LLaVA-OneVision's SigLIP tower: the layer whose output is the feature layer, pooled like the features."""
+    config = module.config
+    tower = module.vision_tower
+    layers = getattr(tower, "vision_model", tower).encoder.layers
+    feature_layer = config.vision_feature_layer
+    if not isinstance(feature_layer, int):
+        raise ValueError("vision saliency needs a single vision_feature_layer")
+    layer = layers[feature_layer if feature_layer < 0 else feature_layer - 1]  # hidden_states[j] = layer j-1's output
+    attention = layer.self_attn
+    probe = SaliencyProbe()
+    recorded: dict[str, torch.Tensor] = {}
+
+    def keeper(name: str):
+        def keep(_module, _args, output):
+            if probe.recording:
+                recorded[name] = output
+
+        return keep
+
+    def after_attention(_module, _args, _output):
+        if not probe.recording or "q" not in recorded:
+            return
+        frames, n, _ = recorded["q"].shape
+        q, k = (recorded.pop(key).view(frames, n, attention.num_heads, -1).transpose(1, 2) for key in ("q", "k"))
+        probe.parts.append(torch.stack([received_attention(q[f], k[f], attention.scale) for f in range(frames)]))
+
+    def finish(parts: list[torch.Tensor], _kwargs: dict) -> torch.Tensor:
+        saliency = torch.cat(parts)  # [frames, n_patches]
+        if config.vision_feature_select_strategy == "default":
+            saliency = saliency[:, 1:]
+        side = math.isqrt(saliency.shape[1])
+        grid = saliency.view(-1, 1, side, side)
+        pooled = nn.functional.interpolate(grid, size=[math.ceil(side / 2)] * 2, mode="bilinear")  # as apply_pooling
+        return pooled.flatten()
+
+    for name, projection in (("q", attention.q_proj), ("k", attention.k_proj)):
+        probe.undo.append(projection.register_forward_hook(keeper(name)).remove)
+    probe.undo.append(attention.register_forward_hook(after_attention).remove)
+    probe.watch_video_encoder(module, finish)
+    return probe
