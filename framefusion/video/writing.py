@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -61,7 +63,10 @@ def write_video(
                 stream.codec_context.max_b_frames = b_frames
         if timestamps is not None:
             stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
-        if rotation:
+        patch_matrix = rotation and not hasattr(stream, "set_display_rotation")  # PyAV < 16 cannot set it
+        if patch_matrix and path.suffix.lower() not in (".mp4", ".mov"):
+            raise VideoError(f"writing rotation metadata into {path.suffix} needs PyAV 16 or newer")
+        if rotation and not patch_matrix:
             stream.set_display_rotation(rotation)
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
@@ -69,7 +74,25 @@ def write_video(
                 frame.pts, frame.time_base = int(pts[i]), Fraction(1, 1000)
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
+    if rotation and patch_matrix:
+        _write_display_matrix(path, rotation)
     return path
+
+
+def _write_display_matrix(path: Path, rotation: int) -> None:
+    """Set the video track's display matrix (the mp4 `tkhd` box) to turn the picture `rotation` degrees counter-
+    clockwise, as PyAV 16's set_display_rotation does."""
+    data = bytearray(path.read_bytes())
+    box = data.find(b"tkhd")
+    if box < 0:
+        raise VideoError(f"no track header to write the rotation into: {path}")
+    version = data[box + 4]
+    offset = box + 8 + (32 if version == 1 else 20) + 16  # after version/flags, times and ids, reserved/layer/volume
+    radians = math.radians(rotation)
+    cos, sin = round(math.cos(radians)), round(math.sin(radians))
+    matrix = (cos << 16, -sin << 16, 0, sin << 16, cos << 16, 0, 0, 0, 1 << 30)  # 16.16 fixed point, w in 2.30
+    data[offset:offset + 36] = struct.pack(">9i", *matrix)
+    path.write_bytes(bytes(data))
 
 
 def _x264_gop(keyframe_interval: int | None, b_frames: int | None, open_gop: bool) -> dict[str, str]:
