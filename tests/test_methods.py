@@ -18,8 +18,9 @@ from framefusion.prompting import prepare_inputs
 from framefusion.tiny import FAMILIES
 
 QUESTION = "What is happening in the video?"
-REDUCING = ["fastv", "streamingllm", "vidcom2", "evs", "uniform", "visionzip", "dycoke"]
-SALIENCY_METHODS = {"visionzip"}  # rank by vision-encoder attention where the family's tower is read
+REDUCING = ["fastv", "streamingllm", "vidcom2", "evs", "uniform", "visionzip", "fastvid", "holitom",
+            "dycoke"]
+SALIENCY_METHODS = {"visionzip", "fastvid", "holitom"}  # rank by vision-encoder attention where the family's tower is read
 ATTENTION_FAMILIES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "llava_onevision"}
 
 

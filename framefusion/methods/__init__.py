@@ -19,6 +19,8 @@ from torch import nn
 from framefusion.api import apply_framefusion, remove_framefusion
 from framefusion.methods.dycoke import apply_dycoke
 from framefusion.methods.evs import apply_evs
+from framefusion.methods.fastvid import apply_fastvid
+from framefusion.methods.holitom import apply_holitom
 from framefusion.methods.fastv import apply_fastv
 from framefusion.methods.streamingllm import apply_streamingllm
 from framefusion.methods.uniform import apply_uniform, select_uniform_frames
@@ -62,6 +64,14 @@ METHODS: dict[str, Method] = {
                       select_frames=select_uniform_frames),
     "visionzip": Method("visionzip", "per frame, dominant tokens by vision-encoder attention plus contextual "
                                      "merges (VisionZip)", apply_visionzip, params=("saliency",)),
+    "fastvid": Method("fastvid", "segments of similar frames; per frame salient tokens, density-peak context "
+                                 "tokens on anchor frames that absorb the rest (FastVID)", apply_fastvid,
+                      params=("saliency", "min_segments", "cut_threshold", "context_ratio", "anchor_interval",
+                              "context_weight")),
+    "holitom": Method("holitom", "holistic temporal merging of static patches and spatial merging before the LLM, "
+                                 "attention-ranked merging inside it (HoliTom)", apply_holitom,
+                      params=("saliency", "inner", "tau", "beta", "context_share", "knn", "max_window", "inner_ratio",
+                              "inner_layer")),
     "dycoke": Method("dycoke", "temporal pruning of 4-frame windows, then KV pruning by attention (DyCoke)",
                      apply_dycoke, params=("ttm_rate", "kv_layer")),
 }

@@ -23,21 +23,22 @@ def pairwise_distance(x: torch.Tensor) -> torch.Tensor:
 def dpc_knn_scores(x: torch.Tensor, k: int) -> torch.Tensor:
     """Density-peak score [n] = rho * delta of tokens x [n, d] (higher: a better cluster centre).
 
-    rho_j = exp(-mean of the squared distances to its k nearest tokens, itself included) plus a tie-break ramp;
-    delta_j = distance to the nearest denser token (the largest distance for the densest one).
+    rho_j = exp(-mean of the squared distances to its k nearest tokens, itself included) plus a tie-break ramp
+    (in float64, so that the ramp survives densities near 1); delta_j = distance to the nearest denser token, and
+    for the densest token the largest distance between any two tokens (as the FastVID and HoliTom code).
     """
     n = x.shape[0]
-    distance = pairwise_distance(x)  # [n, n]
+    distance = pairwise_distance(x).double()  # [n, n]
     k = max(1, min(k, n))
     nearest = torch.topk(distance, k, dim=-1, largest=False).values  # [n, k], 0 (itself) first
     rho = torch.exp(-(nearest**2).mean(dim=-1))
-    rho = rho + TIE_BREAK * torch.arange(n, 0, -1, device=x.device) / n  # earlier tokens win exact ties
+    rho = rho + TIE_BREAK * torch.arange(n, 0, -1, device=x.device, dtype=torch.float64) / n  # earlier win ties
     denser = rho[None, :] > rho[:, None]  # [n, n]: column token denser than row token
     masked = torch.where(denser, distance, torch.full_like(distance, math.inf))
     delta = masked.min(dim=-1).values
     densest = ~denser.any(dim=-1)
-    delta = torch.where(densest, distance.max(dim=-1).values, delta)
-    return rho * delta
+    delta = torch.where(densest, distance.max(), delta)
+    return (rho * delta).float()
 
 
 def top_indices(score: torch.Tensor, count: int) -> torch.Tensor:
