@@ -58,13 +58,13 @@ def markdown_table(scores: Sequence[MethodScore]) -> str:
     tasks = [t for t in TASKS if any(t in s.per_task for s in scores)]
     tasks += sorted({t for s in scores for t in s.per_task} - set(tasks))
     dense = next((s.accuracy for s in scores if s.method == "dense"), None)
-    header = ["method", "budget", "accuracy", "vs dense", *tasks, "kept_ratio", "questions"]
+    header = ["method", "budget", "accuracy", "vs dense", *tasks, "kept_ratio", "prefill_ratio", "questions"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in scores:
         delta = "" if dense is None or s.method == "dense" else f"{100 * (s.accuracy - dense):+.1f}"
         cells = [s.method, f"{s.budget:g}", f"{100 * s.accuracy:.1f}", delta,
                  *(f"{100 * s.per_task[t]:.1f}" if t in s.per_task else "" for t in tasks),
-                 f"{s.kept_ratio:.3f}", str(s.total)]
+                 f"{s.kept_ratio:.3f}", f"{s.prefill_ratio:.3f}", str(s.total)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -39,6 +39,7 @@ class ItemResult:
     correct: bool
     kept_ratio: float  # achieved budget on this prompt (1.0 when nothing was reduced)
     importance_queries: int | None = None  # query rows the prune importance averaged over (None: not by attention)
+    prefill_ratio: float = 1.0  # vision tokens the prefill ran per layer, over N_v (see ReductionStats.prefill_ratio)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class MethodScore:
     kept_ratio: float  # mean achieved budget over the items
     per_task: dict[str, float] = field(default_factory=dict)  # task -> accuracy
     importance_queries: int | None = None  # query rows the prune importance averaged over (None: not by attention)
+    prefill_ratio: float = 1.0  # mean over the items of the vision tokens the prefill ran per layer, over N_v
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -170,7 +172,8 @@ def evaluate_dataset(
             own = stats if stats is not None and stats is not before else None  # the method's own count
             result = ItemResult(item, prediction, score_answer(prediction, item.answer, item.options),
                                 own.kept_ratio if own is not None else 1.0,
-                                own.importance_queries if own is not None else None)
+                                own.importance_queries if own is not None else None,
+                                own.prefill_ratio if own is not None else 1.0)
             results.append(result)
             if on_item is not None:
                 on_item(result)
@@ -196,4 +199,5 @@ def summarize(method: str, budget: float, results: Sequence[ItemResult]) -> Meth
         kept_ratio=sum(r.kept_ratio for r in results) / total if total else 1.0,
         per_task={task: sum(marks) / len(marks) for task, marks in sorted(by_task.items())},
         importance_queries=next((r.importance_queries for r in results if r.importance_queries is not None), None),
+        prefill_ratio=sum(r.prefill_ratio for r in results) / total if total else 1.0,
     )

@@ -80,6 +80,11 @@ class AskResult:
         return self.stats.importance_queries if self.stats is not None else None
 
     @property
+    def prefill_ratio(self) -> float:
+        """Vision tokens the prefill ran per layer, over N_v (see ReductionStats.prefill_ratio; 1.0 when dense)."""
+        return self.stats.prefill_ratio if self.stats is not None else 1.0
+
+    @property
     def time_to_first_token_s(self) -> float:
         """Vision encoder plus prefill."""
         return self.timings.vision_s + self.timings.prefill_s
@@ -94,6 +99,7 @@ class AskResult:
             "frames": self.frames,
             "vision_tokens": self.vision_tokens,
             "kept_ratio": self.kept_ratio,
+            "prefill_ratio": self.prefill_ratio,
             "importance_queries": self.importance_queries,
             "params": dict(self.params),
             "tokens_per_layer": list(self.tokens_per_layer),
@@ -143,9 +149,10 @@ class _TimingStreamer(TextStreamer):
             self.on_text(text)
 
 
-def model_inputs(loaded: LoadedModel, clips: Sequence[VideoClip], question: str) -> BatchFeature:
+def model_inputs(loaded: LoadedModel, clips: Sequence[VideoClip], question: str,
+                 images: Sequence[Any] | None = None) -> BatchFeature:
     """Processor outputs on the model's device, floating tensors in the model's dtype."""
-    inputs = prepare_inputs(loaded.processor, list(clips), question)
+    inputs = prepare_inputs(loaded.processor, list(clips), question, images=list(images or []) or None)
     return BatchFeature({key: _to_model(value, loaded) for key, value in inputs.items()})
 
 
@@ -158,18 +165,25 @@ def _to_model(value: Any, loaded: LoadedModel) -> Any:
 
 
 def greedy_generate(loaded: LoadedModel, inputs: BatchFeature, max_new_tokens: int, *, min_new_tokens: int = 0,
-                    on_text: Callable[[str], None] | None = None, keep_cache: bool = False) -> Generation:
-    """Greedy `generate` with the vision encoder, the first token and decoding timed separately."""
+                    on_text: Callable[[str], None] | None = None, keep_cache: bool = False,
+                    temperature: float = 0.0, top_p: float | None = None,
+                    stop: Sequence[str] = ()) -> Generation:
+    """`generate` with the vision encoder, the first token and decoding timed separately: greedy, or sampled at
+    `temperature` > 0 (with `top_p`); generation ends early at any of the `stop` strings."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     streamer = _TimingStreamer(loaded.tokenizer, on_text)
     config = copy.deepcopy(loaded.model.generation_config)
-    config.do_sample, config.temperature, config.top_p, config.top_k = False, None, None, None
+    config.do_sample, config.temperature, config.top_p, config.top_k = temperature > 0, None, None, None
+    if temperature > 0:
+        config.temperature, config.top_p = float(temperature), top_p
     config.max_new_tokens, config.min_new_tokens = max_new_tokens, min_new_tokens or None
     config.return_dict_in_generate, config.output_logits = True, True
+    extra = {"tokenizer": loaded.tokenizer} if stop else {}
+    config.stop_strings = list(stop) or None
     with torch.inference_mode(), time_vision_encoder(loaded.model, loaded.device) as encoder:
         start = clock(loaded.device)
-        output = loaded.model.generate(**inputs, generation_config=config, streamer=streamer)
+        output = loaded.model.generate(**inputs, generation_config=config, streamer=streamer, **extra)
         end = clock(loaded.device)
     first = streamer.token_times[0] if streamer.token_times else end
     return Generation(
@@ -181,6 +195,12 @@ def greedy_generate(loaded: LoadedModel, inputs: BatchFeature, max_new_tokens: i
         decode_s=end - first,
         cache=output_cache(output) if keep_cache else None,
     )
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to the first occurrence of any stop string."""
+    ends = [text.find(s) for s in stop if s and s in text]
+    return text[:min(ends)] if ends else text
 
 
 def dense_token_counts(model: nn.Module, inputs: BatchFeature) -> tuple[int, list[int]]:
@@ -206,12 +226,15 @@ def load_videos(videos: VideoInput | Sequence[VideoInput], sampling: Sampling | 
 def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question: str, *,
         method: str = "framefusion", budget: float = 0.3, params: Mapping[str, Any] | None = None,
         sampling: Sampling | None = None, max_new_tokens: int = 64, on_text: Callable[[str], None] | None = None,
-        on_video_progress: Callable[[int, int], None] | None = None) -> AskResult:
-    """Answer a question about one or more videos greedily with `method` installed for the call (removed after).
+        on_video_progress: Callable[[int, int], None] | None = None, images: Sequence[Any] | None = None,
+        temperature: float = 0.0, top_p: float | None = None, stop: Sequence[str] = ()) -> AskResult:
+    """Answer a question about videos (and images) with `method` installed for the call (removed after).
 
-    videos: sampled clips, or files that `sampling` samples (timed as `video_s`). params: method parameters by
-    name (e.g. similarity_lower_bound, importance_queries); each method takes the ones it knows
-    (framefusion.methods.apply_method).
+    videos: sampled clips, or files that `sampling` samples (timed as `video_s`); none for an image or text
+    prompt (the methods reduce video tokens only: such prompts run dense). params: method parameters by name
+    (e.g. similarity_lower_bound, importance_queries); each method takes the ones it knows
+    (framefusion.methods.apply_method). Greedy unless temperature > 0; the answer ends before the first of the
+    `stop` strings.
     """
     params = dict(params or {})
     model = loaded.model
@@ -222,9 +245,10 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
             apply_method(model, method, budget, **params)  # the registry passes each method what it takes
             clips = [select_frames(method, clip, budget) for clip in clips]  # after apply: knows the model
             processed = clock(loaded.device)
-            inputs = model_inputs(loaded, clips, question)
+            inputs = model_inputs(loaded, clips, question, images)
             processor_s = clock(loaded.device) - processed
-            generation = greedy_generate(loaded, inputs, max_new_tokens, on_text=on_text)
+            generation = greedy_generate(loaded, inputs, max_new_tokens, on_text=on_text, temperature=temperature,
+                                         top_p=top_p, stop=stop)
             stats = last_stats(model)
         finally:
             remove_framefusion(model)
@@ -234,7 +258,7 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
     else:
         vision_tokens, tokens_per_layer = dense_token_counts(model, inputs)
     return AskResult(
-        answer=loaded.tokenizer.decode(generation.new_tokens, skip_special_tokens=True).strip(),
+        answer=cut_at_stop(loaded.tokenizer.decode(generation.new_tokens, skip_special_tokens=True), stop).strip(),
         model=loaded.name,
         method=method,
         budget=budget,

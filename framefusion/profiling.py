@@ -30,6 +30,7 @@ class ProfileRun:
     num_layers: int
     vision_tokens: int
     kept_ratio: float
+    prefill_ratio: float  # vision tokens the prefill ran per layer, over N_v (kept_ratio unless the cache is cut later)
     importance_queries: int | None  # query rows the prune importance averaged over (None: no attention ranking)
     video_s: float  # decoding and sampling the video at this frame count (once, shared by the methods)
     processor_s: float  # chat template and processor, inputs moved to the device
@@ -168,6 +169,7 @@ def _profile_one(loaded: LoadedModel, clip: VideoClip, video_s: float, method: s
         num_layers=len(adapter_for(model).decoder_layers(model)),
         vision_tokens=stats.num_vision_tokens if stats is not None else dense_token_counts(model, inputs)[0],
         kept_ratio=stats.kept_ratio if stats is not None else 1.0,
+        prefill_ratio=stats.prefill_ratio if stats is not None else 1.0,
         importance_queries=stats.importance_queries if stats is not None else None,
         video_s=video_s,
         processor_s=median["processor_s"],

@@ -78,6 +78,13 @@ class ReductionStats:
         """Achieved budget: mean over layers of vision tokens in the KV cache over N_v (1.0 when dense)."""
         return kept_ratio(self.vision_tokens_per_layer(), self.num_vision_tokens)
 
+    @property
+    def prefill_ratio(self) -> float:
+        """Mean over layers of the vision tokens the prefill ran through each layer, over N_v: the kept_ratio for
+        methods whose prefill holds what the KV cache keeps; more where the cache is cut after prefill (DyCoke)
+        or the prefill runs every token (StreamingLLM)."""
+        return self.kept_ratio
+
     def alive_after(self, point: int) -> torch.Tensor:
         """[N_v] bool: still present after the given reduction point."""
         return (self.removed_at < 0) | (self.removed_at > point)
@@ -107,6 +114,7 @@ class ReductionStats:
             "seq_len": self.seq_len,
             "vision_tokens": self.num_vision_tokens,
             "kept_ratio": self.kept_ratio,
+            "prefill_ratio": self.prefill_ratio,
             "tokens_per_layer": self.tokens_per_layer(),
             "vision_tokens_per_layer": self.vision_tokens_per_layer(),
             "steps": [s.__dict__ for s in self.steps],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Callable
 
 import numpy as np
@@ -19,20 +20,32 @@ def uses_decord(item: pytest.Item) -> bool:
     return item.get_closest_marker("decord") is not None or params.get("decoder") == "decord"
 
 
+def lmms_eval_available() -> bool:
+    """Whether the optional lmms-eval extra is installed."""
+    return importlib.util.find_spec("lmms_eval") is not None
+
+
+def not_applicable(item: pytest.Item) -> bool:
+    """A test this installation cannot run: decord where it has no wheel, lmms-eval without its extra."""
+    return ((not decord_available() and uses_decord(item))
+            or (not lmms_eval_available() and item.get_closest_marker("lmms_eval") is not None))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without decord, the tests that need it are deselected: not run, and never counted as passed."""
-    if decord_available():
-        return
-    not_applicable = [item for item in items if uses_decord(item)]
-    if not_applicable:
-        items[:] = [item for item in items if not uses_decord(item)]
-        config.hook.pytest_deselected(items=not_applicable)
+    """The tests this installation cannot run are deselected: not run, and never counted as passed."""
+    skipped = [item for item in items if not_applicable(item)]
+    if skipped:
+        items[:] = [item for item in items if not not_applicable(item)]
+        config.hook.pytest_deselected(items=skipped)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """Say in one place why the decord tests did not run."""
+    """Say in one place why some tests did not run."""
     if not decord_available():
         terminalreporter.write_line(f"not applicable: every decord test was deselected: {NOT_APPLICABLE}")
+    if not lmms_eval_available():
+        terminalreporter.write_line('not applicable: the lmms-eval tests were deselected: the extra is not installed '
+                                    '(pip install -e ".[test,lmms-eval]")')
 
 
 def make_random_clip(

@@ -168,7 +168,7 @@ def test_compare_dataset(model_args, dataset_file):  # noqa: F811
     assert [s["method"] for s in payload["scores"]] == ["dense", "framefusion"]
     for score in payload["scores"]:
         assert set(score) == {"method", "budget", "accuracy", "correct", "total", "kept_ratio", "per_task",
-                              "importance_queries"}
+                              "importance_queries", "prefill_ratio"}
         assert score["total"] == 2 and 0.0 <= score["accuracy"] <= 1.0
     assert [s["importance_queries"] for s in payload["scores"]] == [None, 4]
     table = run("compare", "--dataset", dataset_file, *model_args, "--frames", "8", "--max-new-tokens", "1",

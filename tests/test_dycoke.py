@@ -87,8 +87,11 @@ def test_eviction_leaves_the_prefill_alone_and_shrinks_the_later_caches(family, 
     expected = [None if is_linear else n for n, is_linear in zip(stats.tokens_per_layer(), linear)]
     assert lengths == expected and lengths[-1] < max(n for n in lengths if n is not None)  # evicted late layers
     assert dense_length == inputs["input_ids"].shape[1]  # positions continue the dense prompt's
+    ttm_share = stats.vision_tokens_per_layer()[0] / stats.num_vision_tokens  # the prefill ran TTM's output
+    assert stats.prefill_ratio == pytest.approx(ttm_share) and stats.prefill_ratio > stats.kept_ratio + 0.1
     ttm_only = runs[0.6][0]
     assert ttm_only.kv_point is None and abs(ttm_only.kept_ratio - 0.6) <= 0.05
+    assert ttm_only.prefill_ratio == pytest.approx(ttm_only.kept_ratio)
 
 
 def test_prefill_logits_are_those_of_ttm_alone(tiny_model_factory):

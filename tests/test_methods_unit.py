@@ -156,6 +156,7 @@ def test_streaming_reducer_mask_cache_rows_and_stats():
     assert run.prefill_attention_mask("sdpa", torch.float32, torch.device("cpu")).dtype == torch.bool
     stats = run.stats()
     assert stats.method == "streamingllm" and stats.kept_ratio == 0.25
+    assert stats.prefill_ratio == 1.0 and stats.to_dict()["prefill_ratio"] == 1.0  # prefill runs every token
     assert stats.tokens_per_layer() == [8 + run.window] * 4
     evicted = stats.removed_by == PRUNED
     assert int(evicted.sum()) == 24 and bool((stats.removed_at[evicted] == 0).all())

@@ -116,6 +116,11 @@ class DyCokeStats(ReductionStats):
         """Every layer's FFN ran on TTM's output."""
         return [self.tokens_per_layer()[0]] * self.num_layers
 
+    @property
+    def prefill_ratio(self) -> float:
+        """The prefill ran TTM's output through every layer (the KV pruning comes after it)."""
+        return self.vision_tokens_per_layer()[0] / self.num_vision_tokens if self.num_vision_tokens else 1.0
+
     def ideal_speedup(self, hidden_size: int, ffn_size: int) -> float:
         """Dense over DyCoke prefill FLOPs: every layer ran TTM's output (the KV pruning is after prefill)."""
         tokens = self.ffn_tokens_per_layer()

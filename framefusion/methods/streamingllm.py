@@ -80,6 +80,11 @@ class StreamingStats(ReductionStats):
         """All prompt tokens go through every layer's FFN in prefill."""
         return [self.seq_len] * self.num_layers
 
+    @property
+    def prefill_ratio(self) -> float:
+        """Every video token runs through every layer in prefill (only attention is limited to the span)."""
+        return 1.0
+
     def ideal_speedup(self, hidden_size: int, ffn_size: int) -> float:
         """Dense over StreamingLLM prefill FLOPs by the paper's cost model, attention limited to the span."""
         n = self.seq_len
