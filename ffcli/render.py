@@ -131,10 +131,15 @@ def ask_summary(result: AskResult) -> str:
     """The one-line summary printed after a streamed answer."""
     t = result.timings
     return (f"{result.frames} frames · {result.vision_tokens} vision tokens · {result.method} at budget "
-            f"{result.budget:g}: kept_ratio {result.kept_ratio:.3f} · video {seconds(t.video_s)} · processor "
+            f"{result.budget:g}: kept_ratio {result.kept_ratio:.3f}{_prefill_note(result.kept_ratio, result.prefill_ratio)} · video {seconds(t.video_s)} · processor "
             f"{seconds(t.processor_s)} · vision {seconds(t.vision_s)} · prefill {seconds(t.prefill_s)} · decode "
             f"{seconds(t.decode_s)} ({result.generated_tokens} tokens) · total {seconds(t.total_s)} · "
             f"peak memory {size(result.peak_memory_bytes)}")
+
+
+def _prefill_note(kept_ratio: float, prefill_ratio: float) -> str:
+    """' (prefill ran 0.417)' where the prefill ran more video tokens than the cache kept (DyCoke, StreamingLLM)."""
+    return f" (prefill ran {prefill_ratio:.3f})" if abs(prefill_ratio - kept_ratio) > 5e-4 else ""
 
 
 # ---------------------------------------------------------------- compare
@@ -147,11 +152,15 @@ def compare_table(comparison: CompareResult) -> Table:
         agree = comparison.agreement[result.method]
         answer = _printable(result.answer) or "[dim](empty)[/dim]"
         rows.append([result.method, answer, seconds(result.time_to_first_token_s), seconds(result.timings.total_s),
-                     size(result.peak_memory_bytes), f"{result.kept_ratio:.3f}", _mark(agree.first_token_match),
+                     size(result.peak_memory_bytes), f"{result.kept_ratio:.3f}", f"{result.prefill_ratio:.3f}",
+                     _mark(agree.first_token_match),
                      f"{agree.kl_divergence:.4f}", _mark(agree.exact_match)])
     return _table("Methods on the same frames and question (agreement: with dense)",
-                  ["method", "answer", "TTFT", "total", "peak mem", "kept", "top-1", "KL", "same answer"], rows,
-                  caption="TTFT: time to first token (vision + prefill). top-1: same first token as dense. "
+                  ["method", "answer", "TTFT", "total", "peak mem", "kept", "prefill", "top-1", "KL", "same answer"],
+                  rows,
+                  caption="kept: kept_ratio, video tokens in the KV cache; prefill: prefill_ratio, video tokens the "
+                          "prefill ran (both mean over layers, over dense). TTFT: time to first token (vision + "
+                          "prefill). top-1: same first token as dense. "
                           "KL: KL(dense ‖ method) of the first-token distributions, nats.",
                   squeeze="answer")
 
@@ -160,9 +169,10 @@ def scores_table(scores: Sequence[MethodScore], dataset: str) -> Table:
     """Accuracy per method on a dataset, with per-task accuracy when the items name tasks."""
     tasks = sorted({task for score in scores for task in score.per_task})
     rows = [[score.method, f"{score.budget:g}", f"{score.accuracy:.1%}", f"{score.correct}/{score.total}",
-             f"{score.kept_ratio:.3f}", *(f"{score.per_task[t]:.1%}" if t in score.per_task else "-" for t in tasks)]
+             f"{score.kept_ratio:.3f}", f"{score.prefill_ratio:.3f}", *(f"{score.per_task[t]:.1%}" if t in score.per_task else "-" for t in tasks)]
             for score in scores]
-    return _table(f"Accuracy on {dataset}", ["method", "budget", "accuracy", "correct", "kept", *tasks], rows)
+    return _table(f"Accuracy on {dataset}", ["method", "budget", "accuracy", "correct", "kept", "prefill", *tasks],
+                  rows)
 
 
 def _printable(text: str) -> str:

@@ -81,6 +81,19 @@ def test_ask_streams_then_summarises(model_args, video_file):  # noqa: F811
     summary = result.stderr.strip().splitlines()[-1]
     for part in ("8 frames", "64 vision tokens", "kept", "prefill", "decode"):
         assert part in summary
+    assert "prefill ran" not in summary  # FrameFusion's prefill runs what its cache keeps
+
+
+def test_ask_summary_says_what_the_prefill_ran_when_the_cache_is_cut_later(model_args, video_file):  # noqa: F811
+    result = run("ask", video_file, QUESTION, *model_args, "--method", "dycoke", "--budget", "0.1",
+                 "--max-new-tokens", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = single_json(result.stdout)
+    assert payload["prefill_ratio"] > payload["kept_ratio"] + 0.1
+    result = run("ask", video_file, QUESTION, *model_args, "--method", "dycoke", "--budget", "0.1",
+                 "--max-new-tokens", "1")
+    summary = result.stderr.strip().splitlines()[-1]
+    assert f"kept_ratio {payload['kept_ratio']:.3f} (prefill ran {payload['prefill_ratio']:.3f})" in summary
 
 
 def test_ask_json_is_one_object_with_the_documented_keys(model_args, video_file):  # noqa: F811
@@ -142,7 +155,7 @@ def test_demo_model_is_announced(monkeypatch, tiny_checkpoint, video_file):  # n
 def test_compare_table(model_args, video_file):  # noqa: F811
     result = run("compare", video_file, QUESTION, *model_args, "--max-new-tokens", "2")
     assert result.exit_code == 0, result.stderr
-    for part in ("dense", "framefusion", "TTFT", "peak mem", "kept", "KL", "same answer"):
+    for part in ("dense", "framefusion", "TTFT", "peak mem", "kept", "prefill", "KL", "same answer"):
         assert part in result.stdout
 
 
@@ -214,6 +227,8 @@ def test_visualize_writes_the_figures(model_args, video_file, tmp_path):  # noqa
     result = run("visualize", video_file, *model_args, "--out", out, "--json")
     assert result.exit_code == 0, result.stderr
     payload = single_json(result.stdout)
+    assert set(payload) == {"model", "method", "budget", "frames", "vision_tokens", "kept_ratio", "prefill_ratio",
+                            "importance_queries", "params", "num_layers", "point", "files"}
     assert [Path(p).name for p in payload["files"]] == list(VISUALIZE_FILES)
     for name in VISUALIZE_FILES:
         with Image.open(out / name) as image:

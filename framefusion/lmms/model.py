@@ -7,7 +7,7 @@ A thin adapter: the model is loaded by framefusion.loading, each request answere
 (video decoding and sampling, prompt, the method installed for the call, generation, timings). Requests run one by
 one (batch size 1); several processes (`accelerate launch` / `torchrun`) each take their rank's share, as lmms-eval
 splits them, on cuda:LOCAL_RANK when there is a GPU. With stats_file=PATH every answered request appends one JSON
-line: doc_id, task, method, budget, kept_ratio, vision tokens, tokens per layer and timings.
+line: doc_id, task, method, budget, kept_ratio, prefill_ratio, vision tokens, tokens per layer and timings.
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ class FrameFusionChat(lmms):
         """Append one JSON line for this request (one write: lines of several processes do not interleave)."""
         timings = result.timings.to_dict()
         record = {"doc_id": request.doc_id, "task": request.task_name, "rank": self.rank, "method": result.method,
-                  "budget": result.budget, "kept_ratio": result.kept_ratio, "vision_tokens": result.vision_tokens,
+                  "budget": result.budget, "kept_ratio": result.kept_ratio,
+                  "prefill_ratio": result.prefill_ratio, "vision_tokens": result.vision_tokens,
                   "importance_queries": result.importance_queries, "frames": result.frames,
                   "tokens_per_layer": result.tokens_per_layer, "timings": timings,
                   "generated_tokens": result.generated_tokens}
