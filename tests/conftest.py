@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Any, Callable
 
-import numpy as np
-import pytest
-import torch
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist each worker gets its share of the cores for torch's threads (and the processes it
+    starts inherit it): with every worker on every core, the suite ran 6x slower on two cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
+_share_the_cores_between_workers()  # before torch is imported: it reads OMP_NUM_THREADS once
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from framefusion.video import VideoClip, decord_available
 
