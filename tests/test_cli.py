@@ -393,6 +393,31 @@ def test_read_clip_reports_decoding_progress(video_file, monkeypatch):  # noqa: 
     assert clip.num_frames == 8 and updates and updates[-1][0] == updates[-1][1]  # ends complete
 
 
+# ---------------------------------------------------------------- the newer methods through every command
+
+
+@pytest.mark.parametrize("method", ["visionzip", "fastvid", "holitom", "dycoke"])
+def test_each_newer_method_runs_through_every_command(method, model_args, video_file, tmp_path):  # noqa: F811
+    asked = run("ask", video_file, QUESTION, *model_args, "--method", method, "--max-new-tokens", "2", "--json")
+    assert asked.exit_code == 0, asked.stderr
+    asked = single_json(asked.stdout)
+    assert asked["method"] == method and abs(asked["kept_ratio"] - 0.3) <= 0.05, asked["kept_ratio"]
+    compared = run("compare", video_file, QUESTION, *model_args, "--method", method, "--max-new-tokens", "1",
+                   "--json")
+    assert compared.exit_code == 0, compared.stderr
+    results = single_json(compared.stdout)["results"]
+    assert [r["method"] for r in results] == ["dense", method] and results[1]["kept_ratio"] == asked["kept_ratio"]
+    profiled = run("profile", video_file, *model_args, "--method", method, "--frames", "8", "--repeats", "1",
+                   "--warmup", "0", "--max-new-tokens", "2", "--json")
+    assert profiled.exit_code == 0, profiled.stderr
+    runs = single_json(profiled.stdout)["runs"]
+    assert [r["method"] for r in runs] == ["dense", method] and runs[1]["kv_cache_bytes"] < runs[0]["kv_cache_bytes"]
+    drawn = run("visualize", video_file, *model_args, "--method", method, "--out", tmp_path, "--json")
+    assert drawn.exit_code == 0, drawn.stderr
+    drawn = single_json(drawn.stdout)
+    assert drawn["method"] == method and [Path(p).name for p in drawn["files"]] == list(VISUALIZE_FILES)
+
+
 # ---------------------------------------------------------------- hybrid decoders through every command
 
 
