@@ -20,9 +20,9 @@ from pathlib import Path
 
 from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NAME, DEMO_NUM_FRAMES
 from framefusion.demo.train import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE
-from framefusion.evaluation import DatasetItem, MethodScore, evaluate_dataset, load_dataset
-from framefusion.loading import load_model
 from framefusion.methods import method_names
+from framefusion.pipeline.evaluation import DatasetItem, MethodScore, evaluate_dataset, load_dataset
+from framefusion.pipeline.loading import load_model
 from framefusion.synthetic import TASKS, write_dataset
 
 HELDOUT_QUESTIONS = 600

@@ -39,13 +39,13 @@ import torch
 
 from framefusion import apply_framefusion, last_stats, remove_framefusion
 from framefusion.adapters.base import FamilyAdapter
-from framefusion.budget import causal_gqa_layer_flops, ideal_speedup
-from framefusion.engine import ReductionEngine
-from framefusion.prompting import prepare_inputs
-from framefusion.reduction import PrefillReduction
+from framefusion.core.budget import causal_gqa_layer_flops, ideal_speedup
+from framefusion.core.engine import ReductionEngine
+from framefusion.core.reduction import PrefillReduction
 from framefusion.synthetic import make_sample
 from framefusion.tiny import build_tiny_model
 from framefusion.video import VideoClip
+from framefusion.video.prompting import prepare_inputs
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

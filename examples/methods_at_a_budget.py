@@ -11,10 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from framefusion.evaluation import score_answer
-from framefusion.loading import load_model
 from framefusion.methods import method_names
 from framefusion.pipeline import ask
+from framefusion.pipeline.evaluation import score_answer
+from framefusion.pipeline.loading import load_model
 from framefusion.synthetic import make_sample
 from framefusion.video import load_video, write_video
 

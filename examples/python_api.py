@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from framefusion import apply_framefusion, last_stats, remove_framefusion
-from framefusion.prompting import prepare_inputs
 from framefusion.tiny import build_tiny_model
 from framefusion.video import VideoClip
+from framefusion.video.prompting import prepare_inputs
 
 model, processor = build_tiny_model("qwen2_vl", num_layers=8)
 

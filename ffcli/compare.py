@@ -7,12 +7,11 @@ from typing import Annotated
 
 import typer
 
-from framefusion.video import check_video_file
-
 from ffcli import options as o
 from ffcli.errors import reported_errors
 from ffcli.render import compare_table, emit_json, progress, scores_table, stderr_console, stdout_console
 from ffcli.session import decoding_progress, note_frame_cap, open_model, quiet_libraries, sampling
+from framefusion.video import check_video_file
 
 DATASET_MAX_NEW_TOKENS = 8  # dataset answers are short (an option or a word)
 
@@ -57,7 +56,7 @@ def compare_command(
         if fps is not None:
             raise typer.BadParameter("--fps does not apply to --dataset; use --frames", param_hint="'--fps'")
         with reported_errors(verbose):
-            from framefusion.evaluation import load_dataset
+            from framefusion.pipeline.evaluation import load_dataset
 
             items = load_dataset(dataset)
             loaded = open_model(model, device, dtype, attn, random_weights, width_scale)
@@ -67,7 +66,7 @@ def compare_command(
     if video is None or question is None:
         raise typer.BadParameter("give VIDEO and QUESTION, or --dataset FILE.jsonl", param_hint="VIDEO QUESTION")
     with reported_errors(verbose):
-        from framefusion.compare import DEFAULT_METHODS, compare, with_reference
+        from framefusion.pipeline.compare import DEFAULT_METHODS, compare, with_reference
 
         frames_from = sampling(frames, fps, decoder)
         check_video_file(video, decoder)  # a bad file fails before the model loads
@@ -89,7 +88,7 @@ def compare_command(
 def _score_dataset(path: Path, items: list, loaded, methods: list[str] | None, budget: float, params: dict,
                    frames: int, max_new_tokens: int, decoder: str, json: bool) -> None:
     """The --dataset mode: accuracy per method, with a progress bar over all answers."""
-    from framefusion.compare import DEFAULT_METHODS, score_methods
+    from framefusion.pipeline.compare import DEFAULT_METHODS, score_methods
 
     methods = list(dict.fromkeys(methods or DEFAULT_METHODS))
     with progress(stderr_console()) as bar:

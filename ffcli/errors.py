@@ -12,7 +12,7 @@ import torch
 import typer
 from typer.core import TyperGroup
 
-from framefusion.loading import ModelLoadError
+from framefusion.pipeline.loading import ModelLoadError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 OOM_HINT = "out of memory: try fewer --frames, a lower --budget, or --dtype bf16/fp16 on a GPU"

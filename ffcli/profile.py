@@ -9,12 +9,11 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from framefusion.video import VideoClip, check_video_file
-
 from ffcli import options as o
 from ffcli.errors import note_line, reported_errors
 from ffcli.render import emit_json, profile_table, progress, stderr_console, stdout_console
 from ffcli.session import open_model, quiet_libraries
+from framefusion.video import VideoClip, check_video_file
 
 GENERATED_FPS = 8.0
 PROFILE_NEW_TOKENS = 16
@@ -89,7 +88,7 @@ def profile_command(
     if model is None:
         model, random_weights = DEFAULT_MODEL, True
     with reported_errors(verbose), tempfile.TemporaryDirectory(prefix="framefusion-profile-") as scratch:
-        from framefusion.profiling import count_runs, plot_profile, profile_runs
+        from framefusion.pipeline.profiling import count_runs, plot_profile, profile_runs
 
         if video is None:
             source = generated_video(2 * max(frame_counts), size, Path(scratch))

@@ -7,16 +7,14 @@ import time
 import warnings
 from pathlib import Path
 
-import typer
-
 import psutil
-
-from framefusion.loading import LoadedModel, load_model
-from framefusion.video import Sampling, VideoClip, set_decoder_logging
+import typer
 
 from ffcli.errors import note_line
 from ffcli.options import DEFAULT_FRAMES, MAX_FRAMES
 from ffcli.render import DelayedProgress, progress, stderr_console
+from framefusion.pipeline.loading import LoadedModel, load_model
+from framefusion.video import Sampling, VideoClip, set_decoder_logging
 
 DEMO_NOTICE = ("using the built-in demo model (a small Qwen2-VL trained on synthetic clips); "
                "pick a real model with e.g. --model Qwen/Qwen2-VL-7B-Instruct")

@@ -45,7 +45,7 @@ def visualize_command(
     quiet_libraries(verbose)
     with reported_errors(verbose):
         from framefusion.pipeline import ask
-        from framefusion.visualize import default_point, render_visualization
+        from framefusion.pipeline.visualize import default_point, render_visualization
 
         clip = read_clip(video, frames, fps, decoder)
         loaded = open_model(model, device, dtype, attn)

@@ -2,8 +2,8 @@
 
 from framefusion.adapters import UnsupportedModelError, adapter_for, supported_families
 from framefusion.api import apply_framefusion, install_reducer, last_stats, remove_framefusion
-from framefusion.config import FrameFusionConfig
-from framefusion.stats import ReductionStats, StepRecord
+from framefusion.core.config import FrameFusionConfig
+from framefusion.core.stats import ReductionStats, StepRecord
 
 __all__ = [
     "FrameFusionConfig",

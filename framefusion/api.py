@@ -7,10 +7,10 @@ from collections.abc import Callable
 from torch import nn
 
 from framefusion.adapters import adapter_for
-from framefusion.config import FrameFusionConfig
-from framefusion.engine import ReducerFactory, ReductionEngine
-from framefusion.reduction import PrefillReduction
-from framefusion.stats import ReductionStats
+from framefusion.core.config import FrameFusionConfig
+from framefusion.core.engine import ReducerFactory, ReductionEngine
+from framefusion.core.reduction import PrefillReduction
+from framefusion.core.stats import ReductionStats
 
 ENGINE_ATTRIBUTE = "_framefusion_engine"
 

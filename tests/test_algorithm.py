@@ -5,15 +5,21 @@ import math
 import pytest
 import torch
 
-from framefusion.budget import (
-    causal_gqa_layer_flops, ideal_speedup, kept_ratio, layer_flops, paper_layer_cost, prune_ratio, remaining_fractions,
+from framefusion.core.budget import (
+    causal_gqa_layer_flops,
+    ideal_speedup,
+    kept_ratio,
+    layer_flops,
+    paper_layer_cost,
+    prune_ratio,
+    remaining_fractions,
 )
-from framefusion.config import FrameFusionConfig
-from framefusion.layout import VideoGrid, layout_from_videos
-from framefusion.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
-from framefusion.prune import attention_importance, keep_most_important, keep_one_per_video
-from framefusion.reduction import PrefillReduction, QueryKeys
-from framefusion.stack import DecoderStack
+from framefusion.core.config import FrameFusionConfig
+from framefusion.core.layout import VideoGrid, layout_from_videos
+from framefusion.core.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
+from framefusion.core.prune import attention_importance, keep_most_important, keep_one_per_video
+from framefusion.core.reduction import PrefillReduction, QueryKeys
+from framefusion.core.stack import DecoderStack
 
 
 # ---- config -------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 from cli_helpers import (  # noqa: F401
     AGREEMENT_KEYS,
     ASK_KEYS,
@@ -22,15 +23,14 @@ from cli_helpers import (  # noqa: F401
     tiny_checkpoint,
     video_file,
 )
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-import framefusion.loading
 import framefusion.pipeline
+import framefusion.pipeline.loading
 from ffcli.errors import OneLineErrors
 from ffcli.main import app
-from framefusion.visualize import BLANK_RGB, HEADER
+from framefusion.pipeline.visualize import BLANK_RGB, HEADER
 
 runner = CliRunner()
 QUESTION = "What is happening?"
@@ -142,7 +142,7 @@ def test_ask_on_a_rotated_variable_frame_rate_video(decoder, model_args, tmp_pat
 
 
 def test_demo_model_is_announced(monkeypatch, tiny_checkpoint, video_file):  # noqa: F811
-    monkeypatch.setattr(framefusion.loading, "demo_model_directory", lambda: tiny_checkpoint)
+    monkeypatch.setattr(framefusion.pipeline.loading, "demo_model_directory", lambda: tiny_checkpoint)
     result = run("ask", video_file, QUESTION, "--device", "cpu", "--max-new-tokens", "1", "--json")
     assert result.exit_code == 0, result.stderr
     assert single_json(result.stdout)["model"] == "demo"

@@ -12,7 +12,7 @@ import pytest
 
 from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES, demo_model_path, load_demo
 from framefusion.demo.train import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE, ModelSize
-from framefusion.evaluation import evaluate_dataset, load_dataset
+from framefusion.pipeline.evaluation import evaluate_dataset, load_dataset
 from framefusion.synthetic import write_dataset
 
 SLICE = 40  # the first 40 questions of the benchmark's held-out set (split test, seed 0): 8 per task

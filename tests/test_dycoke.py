@@ -8,10 +8,10 @@ from conftest import make_random_clip
 
 from framefusion import last_stats, remove_framefusion
 from framefusion.adapters import adapter_for
-from framefusion.compat import cache_argument, output_cache
+from framefusion.core.compat import cache_argument, output_cache
 from framefusion.methods import apply_method
 from framefusion.methods.dycoke import dycoke_plan, ttm_keep, ttm_references, ttm_share
-from framefusion.prompting import prepare_inputs
+from framefusion.video.prompting import prepare_inputs
 
 QUESTION = "What is happening?"
 

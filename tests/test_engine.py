@@ -12,11 +12,11 @@ from reference_framefusion import capture_dense_inputs, reference_greedy_decode,
 
 from framefusion import FrameFusionConfig, UnsupportedModelError, apply_framefusion, last_stats, remove_framefusion
 from framefusion.adapters import adapter_for
-from framefusion.compat import cache_argument, output_cache
-from framefusion.prompting import prepare_inputs
-from framefusion.stats import MERGED
+from framefusion.core.compat import cache_argument, output_cache
+from framefusion.core.stats import MERGED
 from framefusion.tiny import FAMILIES
 from framefusion.video import VideoClip
+from framefusion.video.prompting import prepare_inputs
 
 QUESTION = "What is happening in the video?"
 

@@ -1,4 +1,4 @@
-"""Tests for framefusion.evaluation: dataset files, answer scoring, and scoring a (tiny, random) model."""
+"""Tests for framefusion.pipeline.evaluation: dataset files, answer scoring, and scoring a (tiny, random) model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from framefusion.api import reduction_description
-from framefusion.evaluation import DatasetItem, ItemResult, evaluate_dataset, load_dataset, score_answer, summarize
+from framefusion.pipeline.evaluation import (
+    DatasetItem,
+    ItemResult,
+    evaluate_dataset,
+    load_dataset,
+    score_answer,
+    summarize,
+)
 from framefusion.synthetic import write_dataset
 
 # ---------------------------------------------------------------- load_dataset

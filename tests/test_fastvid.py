@@ -8,12 +8,21 @@ from conftest import make_random_clip
 from reference_fastvid import reference_fastvid
 
 import framefusion
-from framefusion.methods.fastvid import (FastVIDConfig, anchor_frames, apply_fastvid, fastvid_video, fill_equally,
-                                         frame_transitions, merge_into_context, segment_lengths, token_counts,
-                                         top_per_frame)
+from framefusion.methods.fastvid import (
+    FastVIDConfig,
+    anchor_frames,
+    apply_fastvid,
+    fastvid_video,
+    fill_equally,
+    frame_transitions,
+    merge_into_context,
+    segment_lengths,
+    token_counts,
+    top_per_frame,
+)
 from framefusion.methods.vidcom2 import frame_budgets
-from framefusion.prompting import prepare_inputs
 from framefusion.tiny import build_tiny_model
+from framefusion.video.prompting import prepare_inputs
 
 QUESTION = "What is happening in the video?"
 

@@ -8,13 +8,22 @@ from conftest import make_random_clip
 from reference_holitom import dp_windows, gains, reference_holitom_video, reference_inner_merge
 
 from framefusion import last_stats, remove_framefusion
-from framefusion.methods.holitom import (HoliTomConfig, apply_holitom, holitom_budget, holitom_point,
-                                         holitom_video, inner_selection, segment_frames, sequential_average,
-                                         static_reach, window_gains)
-from framefusion.prompting import prepare_inputs
-from framefusion.stack import DecoderStack
-from framefusion.stats import MERGED
+from framefusion.core.stack import DecoderStack
+from framefusion.core.stats import MERGED
+from framefusion.methods.holitom import (
+    HoliTomConfig,
+    apply_holitom,
+    holitom_budget,
+    holitom_point,
+    holitom_video,
+    inner_selection,
+    segment_frames,
+    sequential_average,
+    static_reach,
+    window_gains,
+)
 from framefusion.tiny import build_tiny_model
+from framefusion.video.prompting import prepare_inputs
 
 QUESTION = "What is happening in the video?"
 

@@ -1,4 +1,4 @@
-"""lmms-eval plugin: `python -m lmms_eval --model framefusion` on a local task, against framefusion.evaluation.
+"""lmms-eval plugin: `python -m lmms_eval --model framefusion` on a local task, against framefusion.pipeline.evaluation.
 
 Every test runs lmms-eval itself in a subprocess (offline), on the demo model and synthetic mp4s, with a local
 task (`dataset_path: json`, `--include_path`). lmms-eval exits 0 even when an evaluation fails, so the runs use
@@ -43,7 +43,7 @@ metric_list:
 metadata:
   version: 0.1
 """
-TASK_UTILS = '''from framefusion.evaluation import score_answer
+TASK_UTILS = '''from framefusion.pipeline.evaluation import score_answer
 
 
 def doc_to_visual(doc):
@@ -62,7 +62,7 @@ def process_results(doc, results):
 @pytest.fixture(scope="module")
 def local_task(tmp_path_factory):
     """(task folder, dataset items): synthetic held-out questions as mp4 files and a local lmms-eval task."""
-    from framefusion.evaluation import load_dataset
+    from framefusion.pipeline.evaluation import load_dataset
     from framefusion.synthetic import write_dataset
 
     root = tmp_path_factory.mktemp("lmms")
@@ -97,8 +97,8 @@ def run_lmms(task: Path, out: Path, model_args: str, launcher: list[str] | None 
 
 
 def direct_score(items, method, budget):
-    from framefusion.evaluation import evaluate_dataset
-    from framefusion.loading import load_model
+    from framefusion.pipeline.evaluation import evaluate_dataset
+    from framefusion.pipeline.loading import load_model
 
     loaded = load_model("demo", device="cpu")
     results = []

@@ -10,12 +10,12 @@ from conftest import make_random_clip
 from reference_framefusion import ReferenceResult, capture_dense_inputs, project, reference_greedy_decode
 
 from framefusion import last_stats, remove_framefusion
-from framefusion.api import reduction_description
 from framefusion.adapters import adapter_for
-from framefusion.compat import output_cache
+from framefusion.api import reduction_description
+from framefusion.core.compat import output_cache
 from framefusion.methods import apply_method, select_frames
-from framefusion.prompting import prepare_inputs
 from framefusion.tiny import FAMILIES
+from framefusion.video.prompting import prepare_inputs
 
 QUESTION = "What is happening in the video?"
 REDUCING = ["fastv", "streamingllm", "vidcom2", "evs", "uniform", "visionzip", "fastvid", "holitom",
@@ -350,8 +350,8 @@ def test_streamingllm_matches_slow_reference(attention, tiny_model_factory):
 
 # ---- through the comparison runner --------------------------------------------------------------------------
 def test_compare_runs_every_method_at_a_matched_budget(tiny_model_factory):
-    compare = pytest.importorskip("framefusion.compare")
-    from framefusion.loading import LoadedModel
+    compare = pytest.importorskip("framefusion.pipeline.compare")
+    from framefusion.pipeline.loading import LoadedModel
 
     model, processor = tiny_model_factory("qwen2_vl", num_layers=12)
     loaded = LoadedModel(model, processor, "tiny-qwen2_vl", torch.device("cpu"), torch.float32)

@@ -9,22 +9,26 @@ import pytest
 import torch
 from torch import nn
 
-from framefusion.layout import VideoGrid, layout_from_videos
+from framefusion.core.layout import VideoGrid, layout_from_videos
+from framefusion.core.reduction import QueryKeys
+from framefusion.core.stack import DecoderStack
+from framefusion.core.stats import KEPT, PRUNED
 from framefusion.methods import METHODS, apply_method, get_method, method_names, select_frames
 from framefusion.methods.common import check_budget
 from framefusion.methods.evs import evs_dissimilarity, evs_keep_count, evs_retention_mask
 from framefusion.methods.fastv import fastv_keep, fastv_keep_count, fastv_layer, fastv_point
 from framefusion.methods.oneshot import OneShotReduction, keep_per_video
-from framefusion.methods.streamingllm import (StreamingReduction, choose_window, sink_window_allowed,
-                                              span_positions)
-from framefusion.methods.uniform import (UniformReduction, select_uniform_frames, uniform_frame_count,
-                                         uniform_indices)
-from framefusion.methods.vidcom2 import (centre_similarities, frame_budgets, frame_retention_rates,
-                                         keep_lowest_per_frame, low_variance_channels, multiscale_gaussian,
-                                         vidcom2_video_mask)
-from framefusion.reduction import QueryKeys
-from framefusion.stack import DecoderStack
-from framefusion.stats import KEPT, PRUNED
+from framefusion.methods.streamingllm import StreamingReduction, choose_window, sink_window_allowed, span_positions
+from framefusion.methods.uniform import UniformReduction, select_uniform_frames, uniform_frame_count, uniform_indices
+from framefusion.methods.vidcom2 import (
+    centre_similarities,
+    frame_budgets,
+    frame_retention_rates,
+    keep_lowest_per_frame,
+    low_variance_channels,
+    multiscale_gaussian,
+    vidcom2_video_mask,
+)
 from framefusion.video import VideoClip
 
 

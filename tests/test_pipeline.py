@@ -7,15 +7,15 @@ import sys
 
 import pytest
 import torch
-from cli_helpers import ASK_KEYS, AGREEMENT_KEYS, TIMING_KEYS, dataset_file, tiny_checkpoint, video_file  # noqa: F401
+from cli_helpers import AGREEMENT_KEYS, ASK_KEYS, TIMING_KEYS, dataset_file, tiny_checkpoint, video_file  # noqa: F401
 from conftest import make_random_clip
 
 from framefusion.adapters import UnsupportedModelError, adapter_for, supported_families
 from framefusion.api import last_stats
-from framefusion.compare import agreement, compare, first_token_kl, score_methods, with_reference
-from framefusion.loading import LoadedModel, ModelLoadError, load_model, resolve_device, resolve_dtype
-from framefusion.measure import cache_bytes, time_vision_encoder, track_peak_memory
 from framefusion.pipeline import ask
+from framefusion.pipeline.compare import agreement, compare, first_token_kl, score_methods, with_reference
+from framefusion.pipeline.loading import LoadedModel, ModelLoadError, load_model, resolve_device, resolve_dtype
+from framefusion.pipeline.measure import cache_bytes, time_vision_encoder, track_peak_memory
 
 QUESTION = "What is happening in the video?"
 
@@ -165,7 +165,7 @@ def test_compare_agreement(loaded, clip):
 
 
 def test_score_methods_on_a_dataset(loaded, dataset_file):  # noqa: F811
-    from framefusion.evaluation import load_dataset
+    from framefusion.pipeline.evaluation import load_dataset
 
     seen = []
     scores = score_methods(loaded, load_dataset(dataset_file), ["dense", "framefusion"], num_frames=8,

@@ -7,8 +7,8 @@ from cli_helpers import PROFILE_RUN_KEYS, tiny_checkpoint, video_file  # noqa: F
 from conftest import make_random_clip
 from PIL import Image
 
-from framefusion.loading import load_model
-from framefusion.profiling import ProfileRun, count_runs, plot_profile, profile_runs, subsample
+from framefusion.pipeline.loading import load_model
+from framefusion.pipeline.profiling import ProfileRun, count_runs, plot_profile, profile_runs, subsample
 
 
 @pytest.fixture(scope="module")

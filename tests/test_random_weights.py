@@ -7,9 +7,9 @@ import torch
 from conftest import make_random_clip
 from transformers import AutoConfig
 
-from framefusion.loading import ModelLoadError, load_model
 from framefusion.pipeline import ask
-from framefusion.random_weights import CONFIGS, REFERENCES, parameter_count, scaled_config, valid_width_scales
+from framefusion.pipeline.loading import ModelLoadError, load_model
+from framefusion.pipeline.random_weights import CONFIGS, REFERENCES, parameter_count, scaled_config, valid_width_scales
 
 
 @pytest.mark.parametrize("name", list(REFERENCES))

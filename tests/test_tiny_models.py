@@ -8,8 +8,8 @@ import torch
 from conftest import make_random_clip
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from framefusion.prompting import prepare_inputs, video_metadata
 from framefusion.tiny import FAMILIES, build_tiny_model, build_tokenizer, model_class, save_tiny_checkpoint
+from framefusion.video.prompting import prepare_inputs, video_metadata
 
 QUESTION = "What happens in the video?"
 

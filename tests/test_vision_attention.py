@@ -9,7 +9,7 @@ import torch
 from conftest import make_random_clip
 
 from framefusion.adapters import adapter_for
-from framefusion.prompting import prepare_inputs
+from framefusion.video.prompting import prepare_inputs
 
 
 def probe_and_inputs(model, processor, clips):

@@ -8,10 +8,10 @@ from conftest import make_random_clip
 from reference_visionzip import reference_visionzip
 
 from framefusion import last_stats, remove_framefusion
+from framefusion.core.stats import MERGED
 from framefusion.methods import apply_method
 from framefusion.methods.visionzip import stride_targets, visionzip_video
-from framefusion.prompting import prepare_inputs
-from framefusion.stats import MERGED
+from framefusion.video.prompting import prepare_inputs
 
 
 @pytest.mark.parametrize("frames, patches", [(1, 16), (4, 16), (6, 9), (3, 64)])

@@ -10,12 +10,12 @@ import torch
 from conftest import make_random_clip
 from PIL import Image
 
-from framefusion.config import FrameFusionConfig
-from framefusion.layout import VideoGrid, layout_from_videos
-from framefusion.reduction import PrefillReduction, QueryKeys
-from framefusion.stack import DecoderStack
-from framefusion.stats import MERGED, PRUNED, StepRecord
-from framefusion.visualize import (
+from framefusion.core.config import FrameFusionConfig
+from framefusion.core.layout import VideoGrid, layout_from_videos
+from framefusion.core.reduction import PrefillReduction, QueryKeys
+from framefusion.core.stack import DecoderStack
+from framefusion.core.stats import MERGED, PRUNED, StepRecord
+from framefusion.pipeline.visualize import (
     BLANK_RGB,
     HEADER,
     compose_frames,
@@ -175,7 +175,7 @@ def test_render_writes_four_pngs_of_the_expected_sizes(case, tmp_path, video, ma
 
 def test_end_to_end_with_a_tiny_model(tmp_path, tiny_model_factory):
     from framefusion import apply_framefusion, last_stats, remove_framefusion
-    from framefusion.prompting import prepare_inputs
+    from framefusion.video.prompting import prepare_inputs
 
     model, processor = tiny_model_factory("qwen2_vl")
     clip = make_random_clip(8, static_fraction=0.5)

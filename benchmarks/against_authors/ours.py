@@ -21,8 +21,8 @@ from test_engine import QUESTION, noisy_clip  # noqa: E402
 
 import framefusion  # noqa: E402
 from framefusion import apply_framefusion, last_stats, remove_framefusion  # noqa: E402
-from framefusion.prompting import prepare_inputs  # noqa: E402
 from framefusion.tiny import model_class, save_tiny_checkpoint  # noqa: E402
+from framefusion.video.prompting import prepare_inputs  # noqa: E402
 
 # name: (clip, cost, similarity_lower_bound, ratio_lower_bound)
 REGIMES = {

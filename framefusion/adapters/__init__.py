@@ -13,7 +13,7 @@ from framefusion.adapters.qwen2_5_vl import Qwen2_5_VLAdapter
 from framefusion.adapters.qwen2_vl import Qwen2VLAdapter
 from framefusion.adapters.qwen3_5 import Qwen3_5Adapter
 from framefusion.adapters.qwen3_vl import Qwen3VLAdapter
-from framefusion.stack import DecoderStack
+from framefusion.core.stack import DecoderStack
 
 ADAPTERS: tuple[FamilyAdapter, ...] = (
     Qwen2VLAdapter(),

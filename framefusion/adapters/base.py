@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from framefusion.layout import TokenLayout
-from framefusion.reduction import QueryKeys
+from framefusion.core.layout import TokenLayout
+from framefusion.core.reduction import QueryKeys
 
 LAYER_PARTS = ("input_layernorm", "post_attention_layernorm", "mlp")  # besides the token mixer
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter, token_positions
-from framefusion.layout import TokenLayout, VideoGrid, layout_from_videos
+from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
 
 MAX_FRAME_GAP = 16  # text tokens allowed between two frames of one video ("\nFrame12: <img>")
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter, split_sizes, token_positions
-from framefusion.layout import TokenLayout, VideoGrid, layout_from_videos
+from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
 
 
 class LlavaOneVisionAdapter(FamilyAdapter):

@@ -19,7 +19,7 @@ from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter, token_positions
 from framefusion.adapters.hybrid import HybridDecoderMixin
-from framefusion.layout import TokenLayout, VideoGrid, layout_from_videos
+from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
 
 FRAME_GAP = 2  # tokens between the last unit of a frame and the next frame's thumbnail: "</image><image>"
 

@@ -5,7 +5,7 @@
 The defaults are the shipped model's recipe. The model is a stock Qwen2-VL with a small config
 (framefusion.tiny) and a byte-level BPE tokenizer trained here on the questions and answers. Training clips
 come from framefusion.synthetic (split "train"), sampled and preprocessed exactly as `framefusion ask` does
-(uniform frames, framefusion.prompting.prepare_inputs) at a frame count drawn per batch from 8-24 (ask's
+(uniform frames, framefusion.video.prompting.prepare_inputs) at a frame count drawn per batch from 8-24 (ask's
 default is 16), with mild codec-like noise so that raw frames look like decoded mp4 frames. The loss is
 teacher-forced cross entropy on the answer tokens only. At the end the model is scored on held-out mp4 files
 (split "test") and saved with its processor; training.json in the output folder records the command, time
@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from framefusion.demo import DEMO_IMAGE_SIZE, DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES
-from framefusion.prompting import prepare_inputs
 from framefusion.synthetic import ANSWERS, COLORS, QUESTIONS, SHAPES, TASKS, SyntheticSample, iter_dataset
 from framefusion.tiny import build_tiny_model, build_tokenizer
 from framefusion.video import VideoClip, sample_indices
+from framefusion.video.prompting import prepare_inputs
 
 SOURCE_FRAMES = 32  # frames of a synthetic training clip (synthetic.write_dataset's default)
 SOURCE_SIZE = 112  # its side in pixels (the processor brings it down to DEMO_IMAGE_SIZE)
@@ -394,7 +394,7 @@ def _train_loop(model: nn.Module, processor: Any, config: TrainConfig, log) -> d
 
 def evaluate_heldout(model: nn.Module, processor: Any, config: TrainConfig, methods=(("dense", 1.0),)) -> dict:
     """Score the model on held-out mp4 clips (split "test") for each (method, budget)."""
-    from framefusion.evaluation import evaluate_dataset, load_dataset
+    from framefusion.pipeline.evaluation import evaluate_dataset, load_dataset
     from framefusion.synthetic import write_dataset
 
     results = {}

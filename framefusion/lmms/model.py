@@ -3,7 +3,7 @@
     python -m lmms_eval --model framefusion --model_args pretrained=Qwen/Qwen2-VL-7B-Instruct,method=framefusion,\\
         budget=0.3,frames=64 --tasks videomme --output_path out
 
-A thin adapter: the model is loaded by framefusion.loading, each request answered by framefusion.pipeline.ask
+A thin adapter: the model is loaded by framefusion.pipeline.loading, each request answered by framefusion.pipeline.ask
 (video decoding and sampling, prompt, the method installed for the call, generation, timings). Requests run one by
 one (batch size 1); several processes (`accelerate launch` / `torchrun`) each take their rank's share, as lmms-eval
 splits them, on cuda:LOCAL_RANK when there is a GPU. With stats_file=PATH every answered request appends one JSON
@@ -21,9 +21,9 @@ import torch
 from lmms_eval.api.model import lmms
 from loguru import logger
 
-from framefusion.loading import load_model
 from framefusion.methods import get_method
 from framefusion.pipeline import ask
+from framefusion.pipeline.loading import load_model
 from framefusion.video import Sampling
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".flv", ".wmv", ".mpeg", ".mpg", ".ts", ".gif"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from framefusion.layout import TokenLayout
-from framefusion.stats import ReductionStats, StepRecord
+from framefusion.core.layout import TokenLayout
+from framefusion.core.stats import ReductionStats, StepRecord
 
 
 def check_budget(budget: float) -> None:

@@ -32,11 +32,11 @@ import torch
 from torch import nn
 
 from framefusion.api import install_reducer
-from framefusion.budget import ideal_speedup, paper_layer_cost
+from framefusion.core.budget import ideal_speedup, paper_layer_cost
+from framefusion.core.prune import attention_importance, keep_most_important, keep_one_per_video
+from framefusion.core.stats import ReductionStats
 from framefusion.methods.common import check_budget, layout_stats
 from framefusion.methods.oneshot import Stage, StagedReduction, keep_per_video
-from framefusion.prune import attention_importance, keep_most_important, keep_one_per_video
-from framefusion.stats import ReductionStats
 
 WINDOW = 4  # frames per TTM window
 TTM_RATE = 0.7  # K: share of a pruned frame's tokens TTM drops

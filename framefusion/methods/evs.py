@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from framefusion.merge import rank_descending
+from framefusion.core.merge import rank_descending
 from framefusion.methods.oneshot import install_pre_llm
 
 FIRST_FRAME_SCORE = 255.0  # above any 1 - cos (at most 2): the first frame always ranks first, as in vLLM

@@ -51,10 +51,10 @@ import torch
 from torch import nn
 
 from framefusion.api import install_reducer
+from framefusion.core.prune import attention_importance, keep_most_important
 from framefusion.methods.clustering import dpc_knn_scores, nearest_centre, top_indices
 from framefusion.methods.common import check_budget
 from framefusion.methods.oneshot import SALIENCY, Selection, Stage, StagedReduction, keep_per_video, saliency_source
-from framefusion.prune import attention_importance, keep_most_important
 
 REFERENCE_LAYER, REFERENCE_DEPTH = 18, 28  # the authors' inner layer on Qwen2-7B
 

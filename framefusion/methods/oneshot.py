@@ -18,10 +18,10 @@ from torch import nn
 
 from framefusion.adapters import adapter_for
 from framefusion.api import install_reducer
-from framefusion.layout import TokenLayout
+from framefusion.core.layout import TokenLayout
+from framefusion.core.reduction import QueryKeys
+from framefusion.core.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
 from framefusion.methods.common import check_budget, layout_stats, per_video
-from framefusion.reduction import QueryKeys
-from framefusion.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
 
 
 @dataclass

@@ -23,11 +23,11 @@ from torch import nn
 
 from framefusion.adapters import adapter_for, decoder_stack
 from framefusion.api import install_reducer
-from framefusion.budget import layer_flops
-from framefusion.hooks import as_attention_mask
-from framefusion.layout import TokenLayout
+from framefusion.core.budget import layer_flops
+from framefusion.core.hooks import as_attention_mask
+from framefusion.core.layout import TokenLayout
+from framefusion.core.stats import KEPT, PRUNED, ReductionStats, StepRecord
 from framefusion.methods.common import check_budget, layout_stats
-from framefusion.stats import KEPT, PRUNED, ReductionStats, StepRecord
 
 SINK_TOKENS = 8  # the paper's attention sink size (appendix 7)
 

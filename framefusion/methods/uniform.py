@@ -26,11 +26,11 @@ import numpy as np
 from torch import nn
 
 from framefusion.api import install_reducer
-from framefusion.budget import ideal_speedup, kept_ratio, paper_layer_cost
-from framefusion.layout import TokenLayout, VideoGrid
+from framefusion.core.budget import ideal_speedup, kept_ratio, paper_layer_cost
+from framefusion.core.layout import TokenLayout, VideoGrid
+from framefusion.core.stats import ReductionStats
 from framefusion.methods.common import check_budget, per_video
 from framefusion.methods.oneshot import OneShotReduction
-from framefusion.stats import ReductionStats
 from framefusion.video import VideoClip
 
 MIN_FRAMES = 2  # Qwen3-VL's processor needs two frames per video, and InternVL reads one frame as an image

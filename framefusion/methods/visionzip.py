@@ -46,7 +46,7 @@ def stride_targets(remaining: torch.Tensor, count: int) -> torch.Tensor:
     if count <= 0 or remaining.numel() == 0:
         return remaining[:0]
     step = max(1, remaining.numel() // count)
-    return remaining[::step][:count]
+    return remaining[::step][:count].contiguous()  # contiguous: searchsorted over it wants that
 
 
 def zip_frame(features: torch.Tensor, saliency: torch.Tensor, dominant: int, contextual: int

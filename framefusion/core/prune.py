@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from framefusion.merge import rank_descending
+from framefusion.core.merge import rank_descending
 
 
 def attention_importance(queries: torch.Tensor, keys: torch.Tensor, scaling: float) -> torch.Tensor:

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
-from framefusion.budget import prune_ratio
-from framefusion.config import FrameFusionConfig
-from framefusion.layout import TokenLayout
-from framefusion.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
-from framefusion.prune import attention_importance, keep_most_important, keep_one_per_video
-from framefusion.stack import DecoderStack
-from framefusion.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
+from framefusion.core.budget import prune_ratio
+from framefusion.core.config import FrameFusionConfig
+from framefusion.core.layout import TokenLayout
+from framefusion.core.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
+from framefusion.core.prune import attention_importance, keep_most_important, keep_one_per_video
+from framefusion.core.stack import DecoderStack
+from framefusion.core.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
 
 
 @dataclass

@@ -15,13 +15,13 @@ from transformers import BatchFeature, TextStreamer
 
 from framefusion.adapters import adapter_for
 from framefusion.api import last_stats, remove_framefusion
-from framefusion.compat import output_cache
-from framefusion.loading import LoadedModel
-from framefusion.measure import clock, time_vision_encoder, track_peak_memory
+from framefusion.core.compat import output_cache
+from framefusion.core.stats import ReductionStats
 from framefusion.methods import apply_method, select_frames
-from framefusion.prompting import prepare_inputs
-from framefusion.stats import ReductionStats
+from framefusion.pipeline.loading import LoadedModel
+from framefusion.pipeline.measure import clock, time_vision_encoder, track_peak_memory
 from framefusion.video import Sampling, VideoClip
+from framefusion.video.prompting import prepare_inputs
 
 VideoInput = VideoClip | str | Path  # a sampled clip, or a file that `Sampling` samples
 

@@ -125,7 +125,7 @@ def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "
     device="auto" picks cuda, then mps, then cpu; for the built-in demo model it picks the cpu (a 1.3 M-parameter
     model gains nothing from a GPU, and it was trained and measured in fp32). random_weights=True builds the
     model from its config with random weights instead (a short name such as "qwen2-vl-7b" from
-    framefusion.random_weights, a model directory, or a hub id whose config is cached), at `width_scale`
+    framefusion.pipeline.random_weights, a model directory, or a hub id whose config is cached), at `width_scale`
     (default: full size on a GPU that fits it, reduced on a CPU).
     """
     if attn not in ATTENTION:
@@ -136,7 +136,7 @@ def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "
         return _random_model(name_or_path, torch_device, torch_dtype, attn, width_scale)
     if width_scale is not None:
         raise ModelLoadError("--width-scale applies to --random-weights models only")
-    from framefusion.random_weights import REFERENCES
+    from framefusion.pipeline.random_weights import REFERENCES
 
     if name_or_path in REFERENCES:
         raise ModelLoadError(f"{name_or_path!r} is a reference shape without weights: add --random-weights, or pass "
@@ -164,8 +164,8 @@ def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "
 
 def _random_model(name: str, device: torch.device, dtype: torch.dtype, attn: str,
                   width_scale: float | None) -> LoadedModel:
-    """A real-shaped model with random weights (framefusion.random_weights)."""
-    from framefusion.random_weights import RandomModelError, build_random_model
+    """A real-shaped model with random weights (framefusion.pipeline.random_weights)."""
+    from framefusion.pipeline.random_weights import RandomModelError, build_random_model
 
     if name == DEMO:
         raise ModelLoadError("--random-weights needs a model shape: a short name such as qwen2-vl-7b, a model "

@@ -12,12 +12,18 @@ import numpy as np
 
 from framefusion.adapters import adapter_for
 from framefusion.api import last_stats, remove_framefusion
-from framefusion.loading import LoadedModel
-from framefusion.measure import cache_bytes, clock, track_peak_memory
 from framefusion.methods import apply_method, select_frames
-from framefusion.pipeline import DENSE, VideoInput, dense_token_counts, greedy_generate, load_videos, model_inputs
+from framefusion.pipeline.answer import (
+    DENSE,
+    VideoInput,
+    dense_token_counts,
+    greedy_generate,
+    load_videos,
+    model_inputs,
+)
+from framefusion.pipeline.loading import LoadedModel
+from framefusion.pipeline.measure import cache_bytes, clock, track_peak_memory
 from framefusion.video import Sampling, VideoClip
-
 
 
 @dataclass

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from framefusion.evaluation import DatasetItem, ItemResult, MethodScore, evaluate_dataset, normalize
-from framefusion.loading import LoadedModel
 from framefusion.methods import get_method
-from framefusion.pipeline import DENSE, AskResult, VideoInput, ask, load_videos
+from framefusion.pipeline.answer import DENSE, AskResult, VideoInput, ask, load_videos
+from framefusion.pipeline.evaluation import DatasetItem, ItemResult, MethodScore, evaluate_dataset, normalize
+from framefusion.pipeline.loading import LoadedModel
 from framefusion.video import Sampling
 
 DEFAULT_METHODS = (DENSE, "framefusion")
@@ -99,7 +99,7 @@ def score_methods(loaded: LoadedModel, items: Sequence[DatasetItem], methods: Se
                   budget: float = 0.3, params: Mapping[str, Any] | None = None, num_frames: int = 16,
                   max_new_tokens: int = 8, decoder: str = "av",
                   on_item: Callable[[str, ItemResult], None] | None = None) -> list[MethodScore]:
-    """Accuracy of each method on a dataset (framefusion.evaluation), in the order given."""
+    """Accuracy of each method on a dataset (framefusion.pipeline.evaluation), in the order given."""
     scores = []
     for method in dict.fromkeys(methods):
         get_method(method)

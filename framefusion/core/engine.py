@@ -12,13 +12,19 @@ import torch
 from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter
-from framefusion.compat import cache_in, output_cache
-from framefusion.hooks import (OutputRecorder, continuation_mask, current_forward, keep_cache_rows, mark_reduced_cache,
-                               replace_forward)
-from framefusion.layout import TokenLayout
-from framefusion.reduction import QueryKeys
-from framefusion.stack import DecoderStack
-from framefusion.stats import ReductionStats
+from framefusion.core.compat import cache_in, output_cache
+from framefusion.core.hooks import (
+    OutputRecorder,
+    continuation_mask,
+    current_forward,
+    keep_cache_rows,
+    mark_reduced_cache,
+    replace_forward,
+)
+from framefusion.core.layout import TokenLayout
+from framefusion.core.reduction import QueryKeys
+from framefusion.core.stack import DecoderStack
+from framefusion.core.stats import ReductionStats
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 VIDEO_INPUTS = "_framefusion_video_inputs"  # attribute carrying video metadata on encoded video features

@@ -1,6 +1,6 @@
 """Real model shapes with random weights, offline (the convention of vLLM's `--load-format dummy`).
 
-The config files of the supported reference checkpoints ship in `framefusion/configs/<short name>/` (facts:
+The config files of the supported reference checkpoints ship in `framefusion/pipeline/configs/<short name>/` (facts:
 sizes, layer kinds, processor settings; no weights, no tokenizer). A model is built from such a config, from a
 local model directory, or from a hub id whose config is in the local Hugging Face cache, with random weights.
 Its processor uses the checkpoint's own image/video processor settings and the small tokenizer of

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from framefusion.budget import ideal_speedup, kept_ratio, paper_layer_cost
-from framefusion.layout import VideoGrid
+from framefusion.core.budget import ideal_speedup, kept_ratio, paper_layer_cost
+from framefusion.core.layout import VideoGrid
 
 KEPT, MERGED, PRUNED = 0, 1, 2
 

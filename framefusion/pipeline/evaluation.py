@@ -15,8 +15,8 @@ from torch import nn
 
 from framefusion.api import last_stats, remove_framefusion
 from framefusion.methods import apply_method, select_frames
-from framefusion.prompting import prepare_inputs
 from framefusion.video import load_video
+from framefusion.video.prompting import prepare_inputs
 
 
 @dataclass

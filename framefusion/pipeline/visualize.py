@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from framefusion.stats import KEPT, MERGED, PRUNED, ReductionStats
+from framefusion.core.stats import KEPT, MERGED, PRUNED, ReductionStats
 from framefusion.video import VideoClip
 
 MODES = ("blank", "mean")
