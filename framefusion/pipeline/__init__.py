@@ -1,22 +1,15 @@
 """The CLI-facing pipeline: load a model, ask, compare, profile, evaluate and visualize.
 
-`framefusion.pipeline.ask` answers one question about videos with one method; the submodules hold the rest
-(loading, compare, profiling, measure, evaluation, random_weights, visualize).
+`framefusion.pipeline.ask` answers one question about videos with one method (it lives in `answer.py`); the
+submodules hold the rest (loading, compare, profiling, measure, evaluation, random_weights, visualize).
+The names of `answer.py` are imported on first use, so that importing a submodule such as `loading` (the CLI
+does, to start) does not pull in transformers' video utilities.
 """
 
-from framefusion.pipeline.answer import (
-    DENSE,
-    AskResult,
-    Generation,
-    Timings,
-    VideoInput,
-    ask,
-    cut_at_stop,
-    dense_token_counts,
-    greedy_generate,
-    load_videos,
-    model_inputs,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "DENSE",
@@ -31,3 +24,13 @@ __all__ = [
     "load_videos",
     "model_inputs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("framefusion.pipeline.answer"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
