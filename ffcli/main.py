@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -36,10 +37,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("ask")(ask_command)
-app.command("compare")(compare_command)
-app.command("profile")(profile_command)
-app.command("visualize")(visualize_command)
+
+
+def command_help(command: object) -> str:
+    """A command's docstring with each paragraph on one line: Typer keeps single line breaks, so a paragraph
+    wrapped in the source would print wrapped twice."""
+    paragraphs = inspect.cleandoc(command.__doc__ or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+
+for name, command in (("ask", ask_command), ("compare", compare_command), ("profile", profile_command),
+                      ("visualize", visualize_command)):
+    app.command(name, help=command_help(command))(command)
 
 
 def main() -> None:
