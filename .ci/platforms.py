@@ -24,7 +24,7 @@ PLATFORMS = {  # name: uv's --python-platform
     "Windows amd64": "x86_64-pc-windows-msvc",
 }
 PYTHONS = ("3.10", "3.13")
-# PyTorch has published no macOS x86_64 wheels since 2.2.2, and transformers >= 5.19 needs torch >= 2.5.
+# PyTorch has published no macOS x86_64 wheels since 2.2.2, and pyproject.toml asks for torch >= 2.7.
 KNOWN_UNRESOLVABLE = {"macOS x86_64": "torch"}
 NO_WHEELS = re.compile(r"Because (?:only )?(?:the following versions of )?([A-Za-z0-9_.-]+)[^\n]*? has no (?:wheels|usable wheels)")
 
