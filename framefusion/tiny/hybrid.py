@@ -6,8 +6,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
-from framefusion.tiny.common import PATCH_SIZE, _config_kwargs, _Dims, _mrope_section, _text_kwargs
-from framefusion.tiny.qwen import _qwen_sizes
+from framefusion.tiny.common import PATCH_SIZE, _config_kwargs, _Dims, _mrope_section, _text_kwargs, _vit_kwargs
+from framefusion.tiny.qwen import _qwen3_processor
 from framefusion.tiny.tokenizer import special_token_ids
 
 FULL_ATTENTION_INTERVAL = 4  # as the real checkpoints: layers 3, 7, 11, ... attend, the others are linear
@@ -40,7 +40,7 @@ def _hybrid_text_kwargs(dims: _Dims, tokenizer: PreTrainedTokenizerFast) -> dict
 
 
 def _build_qwen3_5(dims, tokenizer, overrides):
-    from transformers import Qwen2VLImageProcessor, Qwen3_5Config, Qwen3VLProcessor, Qwen3VLVideoProcessor
+    from transformers import Qwen3_5Config
 
     vision = dict(
         depth=dims.vision_layers,
@@ -55,16 +55,7 @@ def _build_qwen3_5(dims, tokenizer, overrides):
     )
     top = {**special_token_ids("qwen3_5", tokenizer), "tie_word_embeddings": False}
     config = Qwen3_5Config(**_config_kwargs(_hybrid_text_kwargs(dims, tokenizer), vision, top, overrides))
-    sizes = _qwen_sizes(dims)
-    half = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
-    video_sizes = {**sizes, "size": {**sizes["size"], "longest_edge": 64 * dims.image_size**2}}
-    processor = Qwen3VLProcessor(  # Qwen3.5's processor class is Qwen3-VL's
-        image_processor=Qwen2VLImageProcessor(**sizes, **half),
-        video_processor=Qwen3VLVideoProcessor(**video_sizes, **half, cap_pixels_per_frame=False),
-        tokenizer=tokenizer,
-        chat_template=tokenizer.chat_template,
-    )
-    return config, processor
+    return config, _qwen3_processor(dims, tokenizer)  # Qwen3.5's processor class is Qwen3-VL's
 
 
 def _build_minicpmv4_6(dims, tokenizer, overrides, version: str = "4_6"):
@@ -76,9 +67,7 @@ def _build_minicpmv4_6(dims, tokenizer, overrides, version: str = "4_6"):
     overrides = dict(overrides)
     slice_mode = overrides.pop("video_slice_mode", False)  # frames larger than image_size**2 get slices
     text = {**_hybrid_text_kwargs(dims, tokenizer), "model_type": "qwen3_5_text"}
-    vision = dict(hidden_size=dims.hidden_size, intermediate_size=2 * dims.hidden_size,
-                  num_hidden_layers=dims.vision_layers, num_attention_heads=dims.num_heads, patch_size=PATCH_SIZE,
-                  image_size=dims.image_size)
+    vision = _vit_kwargs(dims)
     top = dict(insert_layer_id=0, image_size=dims.image_size, tie_word_embeddings=False,
                **special_token_ids(f"minicpmv{version}", tokenizer))
     config = config_class(**_config_kwargs(text, vision, top, overrides))

@@ -19,15 +19,45 @@ def _qwen_sizes(dims: _Dims) -> dict[str, Any]:
     )
 
 
-def _build_qwen2_vl(dims, tokenizer, overrides):
-    from transformers import Qwen2VLConfig, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+def _qwen2_rope(dims: _Dims) -> dict[str, Any]:
+    """Qwen2-VL / 2.5-VL rotary parameters: M-RoPE over (t, h, w) sections, not interleaved."""
+    return {"rope_type": "default", "rope_theta": 1e6,
+            "mrope_section": _mrope_section(dims.head_dim, interleaved=False)}
 
-    text = _text_kwargs(dims, tokenizer)
-    text["rope_parameters"] = {
-        "rope_type": "default",
-        "rope_theta": 1e6,
-        "mrope_section": _mrope_section(dims.head_dim, interleaved=False),
-    }
+
+def _qwen2_processor(processor_class: Any, dims: _Dims, tokenizer: Any) -> Any:
+    """The Qwen2-VL / 2.5-VL processor: Qwen2-VL image and video processors at the tiny sizes."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    sizes = _qwen_sizes(dims)
+    return processor_class(
+        image_processor=Qwen2VLImageProcessor(**sizes),
+        video_processor=Qwen2VLVideoProcessor(**sizes, cap_pixels_per_frame=False),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def _qwen3_processor(dims: _Dims, tokenizer: Any) -> Any:
+    """The Qwen3-VL processor (Qwen3.5 uses it too): mean/std 0.5, pixels bounded per clip (up to 64 frames)."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    sizes = _qwen_sizes(dims)
+    half = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    # Qwen3-VL bounds the pixels of the whole clip (t*h*w): here up to 64 frames of image_size**2
+    video_sizes = {**sizes, "size": {**sizes["size"], "longest_edge": 64 * dims.image_size**2}}
+    return Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**sizes, **half),
+        video_processor=Qwen3VLVideoProcessor(**video_sizes, **half, cap_pixels_per_frame=False),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def _build_qwen2_vl(dims, tokenizer, overrides):
+    from transformers import Qwen2VLConfig, Qwen2VLProcessor
+
+    text = {**_text_kwargs(dims, tokenizer), "rope_parameters": _qwen2_rope(dims)}
     vision = dict(
         depth=dims.vision_layers,
         embed_dim=dims.hidden_size,
@@ -39,25 +69,13 @@ def _build_qwen2_vl(dims, tokenizer, overrides):
         temporal_patch_size=2,
     )
     config = Qwen2VLConfig(**_config_kwargs(text, vision, special_token_ids("qwen2_vl", tokenizer), overrides))
-    sizes = _qwen_sizes(dims)
-    processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**sizes),
-        video_processor=Qwen2VLVideoProcessor(**sizes, cap_pixels_per_frame=False),
-        tokenizer=tokenizer,
-        chat_template=tokenizer.chat_template,
-    )
-    return config, processor
+    return config, _qwen2_processor(Qwen2VLProcessor, dims, tokenizer)
 
 
 def _build_qwen2_5_vl(dims, tokenizer, overrides):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLProcessor
 
-    text = _text_kwargs(dims, tokenizer)
-    text["rope_parameters"] = {
-        "rope_type": "default",
-        "rope_theta": 1e6,
-        "mrope_section": _mrope_section(dims.head_dim, interleaved=False),
-    }
+    text = {**_text_kwargs(dims, tokenizer), "rope_parameters": _qwen2_rope(dims)}
     vision = dict(
         depth=dims.vision_layers,
         hidden_size=dims.hidden_size,
@@ -72,18 +90,11 @@ def _build_qwen2_5_vl(dims, tokenizer, overrides):
         tokens_per_second=2,
     )
     config = Qwen2_5_VLConfig(**_config_kwargs(text, vision, special_token_ids("qwen2_vl", tokenizer), overrides))
-    sizes = _qwen_sizes(dims)
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**sizes),
-        video_processor=Qwen2VLVideoProcessor(**sizes, cap_pixels_per_frame=False),
-        tokenizer=tokenizer,
-        chat_template=tokenizer.chat_template,
-    )
-    return config, processor
+    return config, _qwen2_processor(Qwen2_5_VLProcessor, dims, tokenizer)
 
 
 def _build_qwen3_vl(dims, tokenizer, overrides):
-    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLProcessor, Qwen3VLVideoProcessor
+    from transformers import Qwen3VLConfig
 
     text = _text_kwargs(dims, tokenizer)
     for key in ("bos_token_id", "eos_token_id", "tie_word_embeddings"):
@@ -108,14 +119,4 @@ def _build_qwen3_vl(dims, tokenizer, overrides):
         deepstack_visual_indexes=list(range(min(3, dims.vision_layers))),
     )
     config = Qwen3VLConfig(**_config_kwargs(text, vision, special_token_ids("qwen2_vl", tokenizer), overrides))
-    sizes = _qwen_sizes(dims)
-    half = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
-    # Qwen3-VL bounds the pixels of the whole clip (t*h*w): here up to 64 frames of image_size**2
-    video_sizes = {**sizes, "size": {**sizes["size"], "longest_edge": 64 * dims.image_size**2}}
-    processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**sizes, **half),
-        video_processor=Qwen3VLVideoProcessor(**video_sizes, **half, cap_pixels_per_frame=False),
-        tokenizer=tokenizer,
-        chat_template=tokenizer.chat_template,
-    )
-    return config, processor
+    return config, _qwen3_processor(dims, tokenizer)
