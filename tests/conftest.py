@@ -84,6 +84,32 @@ def make_random_clip(
     return VideoClip(frames=frames, timestamps=timestamps, fps=fps, duration=num_frames * interval, source=None)
 
 
+def generate_reduced(model: torch.nn.Module, inputs: Any, new_tokens: int) -> tuple[torch.Tensor, Any]:
+    """Greedy-generate new_tokens with the reduction installed on the model, then remove it whatever happens
+    (the tiny models are shared between tests): (generated ids [1, prompt + new], the prefill's statistics)."""
+    from framefusion import last_stats, remove_framefusion
+
+    try:
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
+        return out, last_stats(model)
+    finally:
+        remove_framefusion(model)
+
+
+def forward_reduced(model: torch.nn.Module, inputs: Any) -> tuple[torch.Tensor, Any]:
+    """One forward with the reduction installed on the model, then remove it whatever happens: (logits, the
+    statistics)."""
+    from framefusion import last_stats, remove_framefusion
+
+    try:
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        return logits, last_stats(model)
+    finally:
+        remove_framefusion(model)
+
+
 @pytest.fixture
 def random_clip() -> Callable[..., VideoClip]:
     """make_random_clip(num_frames=8, size=64, seed=0, static=False, static_fraction=0.0, ...)."""

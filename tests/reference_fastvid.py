@@ -1,5 +1,6 @@
 """A slow, loop-by-loop FastVID for one video, written from the algorithm notes (Python lists and floats, double
-precision), to check framefusion/methods/fastvid.py against. It shares no code with the package.
+precision), to check framefusion/methods/fastvid.py against. It shares no code with the package
+(DPC-kNN from tests/reference_dpc.py).
 
 It includes the package's deliberate choices so that the two can be compared exactly: the exact budget
 (round(budget * T * P) tokens, at least one a frame; here by handing out one token at a time), the frame mean as
@@ -12,8 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
-
-TIE_BREAK = 1e-6
+from reference_dpc import density_peak_scores
 
 
 def dot(a, b):
@@ -52,24 +52,6 @@ def hand_out(total, capacities):
             break
         counts[min(open_slots, key=lambda i: (counts[i], i))] += 1
     return counts
-
-
-def density_peak_scores(tokens, k=4):
-    """rho * delta for each token (lists), with distances scaled by 1 / sqrt(dim)."""
-    n, dim = len(tokens), len(tokens[0])
-    dist = [[math.sqrt(sum((a - b) ** 2 for a, b in zip(tokens[i], tokens[j]))) / math.sqrt(dim) for j in range(n)]
-            for i in range(n)]
-    k = min(k, n)
-    rho = []
-    for i in range(n):
-        nearest = sorted(dist[i])[:k]
-        rho.append(math.exp(-sum(d * d for d in nearest) / k) + TIE_BREAK * (n - i) / n)
-    scores = []
-    for i in range(n):
-        denser = [dist[i][j] for j in range(n) if rho[j] > rho[i]]
-        delta = min(denser) if denser else max(max(row) for row in dist)  # the densest: the largest distance
-        scores.append(rho[i] * delta)
-    return scores
 
 
 def reference_fastvid(features, budget, saliency, min_segments=8, cut_threshold=0.9, context_ratio=0.4,
@@ -118,7 +100,7 @@ def reference_fastvid(features, budget, saliency, min_segments=8, cut_threshold=
             if context_count[a] == 0:
                 continue
             candidates = [a * patches + p for p in range(patches) if not salient[a][p]]
-            density = density_peak_scores([frames[a][i - a * patches] for i in candidates])
+            density = density_peak_scores([frames[a][i - a * patches] for i in candidates], k=4)
             best = sorted(range(len(candidates)), key=lambda j: (-density[j], j))[:context_count[a]]
             centres = sorted(candidates[j] for j in best)
             if len(seg) == 1 or anchor_interval == 1:

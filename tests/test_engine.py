@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import make_random_clip
+from conftest import forward_reduced, generate_reduced, make_random_clip
 from reference_framefusion import capture_dense_inputs, reference_greedy_decode, reference_prefill
 
 from framefusion import FrameFusionConfig, UnsupportedModelError, apply_framefusion, last_stats, remove_framefusion
@@ -63,12 +63,8 @@ def engine_final_positions(stats) -> list[int]:
 def reduced_forward(model, inputs, config: FrameFusionConfig):
     apply_framefusion(model, config.cost, config.similarity_lower_bound, config.ratio_lower_bound,
                       config.importance_queries)
-    try:
-        with torch.no_grad():
-            logits = model(**inputs).logits[0]
-        return logits, last_stats(model)
-    finally:
-        remove_framefusion(model)
+    logits, stats = forward_reduced(model, inputs)
+    return logits[0], stats
 
 
 def assert_matches_reference(model, inputs, config):
@@ -390,12 +386,7 @@ def test_half_precision(dtype, tiny_model_factory):
     model, processor = tiny_model_factory("qwen2_vl", num_layers=8, dtype=dtype)
     inputs = prepare_inputs(processor, [make_random_clip(16, static_fraction=0.5)], QUESTION)
     apply_framefusion(model, cost=0.3)
-    try:
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
-        stats = last_stats(model)
-    finally:
-        remove_framefusion(model)
+    out, stats = generate_reduced(model, inputs, 3)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
     assert abs(stats.kept_ratio - 0.3) <= 0.02
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_random_clip
+from conftest import forward_reduced, generate_reduced, make_random_clip
 from reference_fastvid import reference_fastvid
 
-import framefusion
 from framefusion.methods.fastvid import (
     FastVIDConfig,
     anchor_frames,
@@ -186,12 +185,7 @@ def test_generates_on_tiny_models_at_the_budget(family, saliency, tiny):
     model, processor = tiny(family)
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
     apply_fastvid(model, 0.25, saliency=saliency)
-    try:
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
-        stats = framefusion.last_stats(model)
-    finally:
-        framefusion.remove_framefusion(model)
+    out, stats = generate_reduced(model, inputs, 2)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 2
     assert stats.method == "fastvid"
     assert abs(stats.kept_ratio - 0.25) <= 0.05, stats.to_dict()
@@ -210,11 +204,7 @@ def test_budget_one_is_the_dense_model(tiny):
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
     with torch.no_grad():
         dense = model(**inputs).logits
-        apply_fastvid(model, 1.0)
-        try:
-            logits = model(**inputs).logits
-            stats = framefusion.last_stats(model)
-        finally:
-            framefusion.remove_framefusion(model)
+    apply_fastvid(model, 1.0)
+    logits, stats = forward_reduced(model, inputs)
     torch.testing.assert_close(logits, dense)
     assert stats.kept_ratio == 1.0

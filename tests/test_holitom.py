@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_random_clip
+from conftest import forward_reduced, generate_reduced, make_random_clip
 from reference_holitom import dp_windows, gains, reference_holitom_video, reference_inner_merge
 
-from framefusion import last_stats, remove_framefusion
+from framefusion import remove_framefusion
 from framefusion.core.stack import DecoderStack
 from framefusion.core.stats import MERGED
 from framefusion.methods.holitom import (
@@ -227,12 +227,7 @@ def test_generates_and_meets_the_budget(family, saliency, budget, tiny):
     model, processor = tiny(family)
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
     apply_holitom(model, budget, saliency=saliency)
-    try:
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
-        stats = last_stats(model)
-    finally:
-        remove_framefusion(model)
+    out, stats = generate_reduced(model, inputs, 2)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 2
     assert stats.method == "holitom"
     assert abs(stats.kept_ratio - budget) <= 0.05, stats.to_dict()
@@ -244,12 +239,7 @@ def test_without_the_inner_step_the_outer_stage_keeps_the_budget(tiny):
     model, processor = tiny("qwen2_vl")
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
     apply_holitom(model, 0.3, inner=False)
-    try:
-        with torch.no_grad():
-            model(**inputs)
-        stats = last_stats(model)
-    finally:
-        remove_framefusion(model)
+    _, stats = forward_reduced(model, inputs)
     assert [s.point for s in stats.steps] == [0]
     assert abs(stats.kept_ratio - 0.3) <= 0.5 / stats.num_vision_tokens + 1e-9
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_random_clip
+from conftest import generate_reduced, make_random_clip
 from reference_framefusion import ReferenceResult, capture_dense_inputs, project, reference_greedy_decode
 
 from framefusion import last_stats, remove_framefusion
@@ -61,12 +61,7 @@ def test_method_generates_and_meets_the_budget(name, budget, tiny_model_factory)
     clip = select_frames(name, make_random_clip(16, static_fraction=0.5), budget, model=model)
     inputs = prepare_inputs(processor, [clip], QUESTION)
     apply_method(model, name, budget)
-    try:
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
-        stats = last_stats(model)
-    finally:
-        remove_framefusion(model)
+    out, stats = generate_reduced(model, inputs, 3)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
     assert stats.method == name
     # 16 frames are 8 Qwen-VL grid frames: uniform can only keep whole grid frames (2/8 for 0.3)

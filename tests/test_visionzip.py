@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_random_clip
+from conftest import generate_reduced, make_random_clip
 from reference_visionzip import reference_visionzip
 
-from framefusion import last_stats, remove_framefusion
 from framefusion.core.stats import MERGED
 from framefusion.methods import apply_method
 from framefusion.methods.visionzip import stride_targets, visionzip_video
@@ -50,12 +49,7 @@ def test_visionzip_end_to_end(family, saliency, budget, tiny_model_factory):
     model, processor = tiny_model_factory(family, num_layers=8)
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], "What is happening?")
     apply_method(model, "visionzip", budget, saliency=saliency)
-    try:
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
-        stats = last_stats(model)
-    finally:
-        remove_framefusion(model)
+    out, stats = generate_reduced(model, inputs, 2)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 2
     assert abs(stats.kept_ratio - budget) <= 0.05
     merged = stats.removed_by == MERGED

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import make_random_clip
+from conftest import forward_reduced, make_random_clip
 from PIL import Image
 
 from framefusion.core.config import FrameFusionConfig
@@ -174,19 +174,14 @@ def test_render_writes_four_pngs_of_the_expected_sizes(case, tmp_path, video, ma
 
 
 def test_end_to_end_with_a_tiny_model(tmp_path, tiny_model_factory):
-    from framefusion import apply_framefusion, last_stats, remove_framefusion
+    from framefusion import apply_framefusion
     from framefusion.video.prompting import prepare_inputs
 
     model, processor = tiny_model_factory("qwen2_vl")
     clip = make_random_clip(8, static_fraction=0.5)
     inputs = prepare_inputs(processor, [clip], "What is happening in the video?")
     apply_framefusion(model, cost=0.3)
-    try:
-        with torch.no_grad():
-            model(**inputs)
-        stats = last_stats(model)
-    finally:
-        remove_framefusion(model)
+    _, stats = forward_reduced(model, inputs)
     paths = render_visualization(clip, stats, tmp_path)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
     point = default_point(stats)
