@@ -7,7 +7,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerFast
 
 from framefusion.tiny.common import PATCH_SIZE, _config_kwargs, _Dims, _mrope_section, _text_kwargs, _vit_kwargs
-from framefusion.tiny.qwen import _qwen3_processor
+from framefusion.tiny.qwen import _qwen3_processor, _qwen_vit_kwargs
 from framefusion.tiny.tokenizer import special_token_ids
 
 FULL_ATTENTION_INTERVAL = 4  # as the real checkpoints: layers 3, 7, 11, ... attend, the others are linear
@@ -42,17 +42,7 @@ def _hybrid_text_kwargs(dims: _Dims, tokenizer: PreTrainedTokenizerFast) -> dict
 def _build_qwen3_5(dims, tokenizer, overrides):
     from transformers import Qwen3_5Config
 
-    vision = dict(
-        depth=dims.vision_layers,
-        hidden_size=dims.hidden_size,
-        intermediate_size=2 * dims.hidden_size,
-        num_heads=dims.num_heads,
-        out_hidden_size=dims.hidden_size,
-        patch_size=PATCH_SIZE,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        num_position_embeddings=16**2,
-    )
+    vision = _qwen_vit_kwargs(dims, num_position_embeddings=16**2)
     top = {**special_token_ids("qwen3_5", tokenizer), "tie_word_embeddings": False}
     config = Qwen3_5Config(**_config_kwargs(_hybrid_text_kwargs(dims, tokenizer), vision, top, overrides))
     return config, _qwen3_processor(dims, tokenizer)  # Qwen3.5's processor class is Qwen3-VL's

@@ -19,6 +19,13 @@ def _qwen_sizes(dims: _Dims) -> dict[str, Any]:
     )
 
 
+def _qwen_vit_kwargs(dims: _Dims, **extra: Any) -> dict[str, Any]:
+    """The Qwen2.5-VL / Qwen3-VL / Qwen3.5 vision config (Qwen2-VL's names differ): widths, patches, merge."""
+    return dict(depth=dims.vision_layers, hidden_size=dims.hidden_size, intermediate_size=2 * dims.hidden_size,
+                num_heads=dims.num_heads, out_hidden_size=dims.hidden_size, patch_size=PATCH_SIZE,
+                spatial_merge_size=MERGE_SIZE, temporal_patch_size=2, **extra)
+
+
 def _qwen2_rope(dims: _Dims) -> dict[str, Any]:
     """Qwen2-VL / 2.5-VL rotary parameters: M-RoPE over (t, h, w) sections, not interleaved."""
     return {"rope_type": "default", "rope_theta": 1e6,
@@ -76,15 +83,8 @@ def _build_qwen2_5_vl(dims, tokenizer, overrides):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLProcessor
 
     text = {**_text_kwargs(dims, tokenizer), "rope_parameters": _qwen2_rope(dims)}
-    vision = dict(
-        depth=dims.vision_layers,
-        hidden_size=dims.hidden_size,
-        intermediate_size=2 * dims.hidden_size,
-        num_heads=dims.num_heads,
-        out_hidden_size=dims.hidden_size,
-        patch_size=PATCH_SIZE,
-        spatial_merge_size=MERGE_SIZE,
-        temporal_patch_size=2,
+    vision = _qwen_vit_kwargs(
+        dims,
         window_size=4 * PATCH_SIZE * MERGE_SIZE,  # 4x4 merged tokens per attention window
         fullatt_block_indexes=[dims.vision_layers - 1],
         tokens_per_second=2,
@@ -106,15 +106,8 @@ def _build_qwen3_vl(dims, tokenizer, overrides):
         "mrope_section": _mrope_section(dims.head_dim, interleaved=True),
         "mrope_interleaved": True,
     }
-    vision = dict(
-        depth=dims.vision_layers,
-        hidden_size=dims.hidden_size,
-        intermediate_size=2 * dims.hidden_size,
-        num_heads=dims.num_heads,
-        out_hidden_size=dims.hidden_size,
-        patch_size=PATCH_SIZE,
-        spatial_merge_size=MERGE_SIZE,
-        temporal_patch_size=2,
+    vision = _qwen_vit_kwargs(
+        dims,
         num_position_embeddings=16**2,  # learned 16x16 grid, interpolated to each frame's grid
         deepstack_visual_indexes=list(range(min(3, dims.vision_layers))),
     )
