@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +18,22 @@ from framefusion.pipeline.loading import ModelLoadError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 OOM_HINT = "out of memory: try fewer --frames, a lower --budget, or --dtype bf16/fp16 on a GPU"
+INTERRUPT_SEEN = threading.Event()  # set by the first Ctrl-C; cleared only by tests
+
+
+def _note_and_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: remember it, then raise KeyboardInterrupt as Python's own handler does."""
+    INTERRUPT_SEEN.set()
+    raise KeyboardInterrupt
+
+
+def watch_interrupts(inherited: object) -> None:
+    """Handle SIGINT with `_note_and_interrupt` if the process inherited Python's default handler, else keep
+    what it inherited (a parent that ignores SIGINT, as `nohup` and background jobs do, is obeyed).
+
+    A library that catches the KeyboardInterrupt and raises something else instead (an error from a
+    context manager's cleanup, say) would otherwise turn Ctrl-C into an unrelated failure and exit 1."""
+    signal.signal(signal.SIGINT, _note_and_interrupt if inherited is signal.default_int_handler else inherited)
 
 
 def error_line(message: str) -> None:
@@ -50,6 +68,10 @@ class OneLineErrors(TyperGroup):
             if not standalone_mode:
                 raise
             code = EXIT_INTERRUPTED
+        except Exception:
+            if not INTERRUPT_SEEN.is_set():
+                raise
+            code = EXIT_INTERRUPTED  # whatever the interrupted code raised on its way out
         if code == EXIT_INTERRUPTED:
             error_line("interrupted")
         if not standalone_mode:
@@ -72,6 +94,7 @@ def reported_errors(verbose: bool = False) -> Iterator[None]:
     """Turn any exception in the block into one stderr line and an exit code (traceback first when verbose).
 
     Ctrl-C passes through (after the traceback when verbose): OneLineErrors reports it, wherever it lands.
+    So does any exception raised after a Ctrl-C: it is the interruption's doing, not a failure to report.
     """
     try:
         yield
@@ -84,6 +107,8 @@ def reported_errors(verbose: bool = False) -> Iterator[None]:
     except Exception as error:  # noqa: BLE001 - the CLI's last line of defence
         if verbose:
             traceback.print_exc()
+        if INTERRUPT_SEEN.is_set():
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         message, code = describe(error)
         error_line(message)
         raise typer.Exit(code) from None

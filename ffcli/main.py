@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
-import sys
 
 INTERRUPTED_LINE = "framefusion: error: interrupted\n"  # ffcli.errors.error_line's line, before it is imported
 
@@ -17,16 +15,21 @@ def _exit_while_importing(signum: int, frame: object) -> None:
     os._exit(130)
 
 
-_default_sigint = signal.signal(signal.SIGINT, _exit_while_importing)  # importing torch takes seconds
+_inherited_sigint = signal.getsignal(signal.SIGINT)
+if _inherited_sigint is signal.default_int_handler:  # not when the parent has SIGINT ignored (nohup, `cmd &`)
+    signal.signal(signal.SIGINT, _exit_while_importing)  # importing torch takes seconds
+import inspect  # noqa: E402
+import sys  # noqa: E402
+
 import typer  # noqa: E402
 
 from ffcli.ask import ask_command  # noqa: E402
 from ffcli.compare import compare_command  # noqa: E402
-from ffcli.errors import EXIT_INTERRUPTED, OneLineErrors, error_line  # noqa: E402
+from ffcli.errors import EXIT_INTERRUPTED, OneLineErrors, error_line, watch_interrupts  # noqa: E402
 from ffcli.profile import profile_command  # noqa: E402
 from ffcli.visualize import visualize_command  # noqa: E402
 
-signal.signal(signal.SIGINT, _default_sigint)
+watch_interrupts(_inherited_sigint)
 
 app = typer.Typer(
     name="framefusion",

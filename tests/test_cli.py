@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -368,6 +369,47 @@ def test_ctrl_c_outside_a_command_body_still_prints_its_line(capsys):
         app(["interrupted"])
     assert exited.value.code == 130
     assert_one_line_error(capsys.readouterr().err, "interrupted")
+
+
+@pytest.fixture
+def ctrl_c():
+    """Press Ctrl-C in-process: ffcli's SIGINT handler, called as the signal would call it."""
+    from ffcli import errors
+
+    def press() -> None:
+        errors._note_and_interrupt(signal.SIGINT, None)
+
+    yield press
+    errors.INTERRUPT_SEEN.clear()
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_an_error_raised_while_unwinding_a_ctrl_c_still_reads_interrupted(verbose, ctrl_c, monkeypatch, model_args,
+                                                                          video_file):  # noqa: F811
+    """A cleanup that fails on the way out of a Ctrl-C (an encoder closing a half-written file, say) replaces
+    the KeyboardInterrupt with its own error; the user pressed Ctrl-C, so the line and the exit code say so."""
+    def interrupted_then_cleanup_fails(*args, **kwargs):
+        try:
+            ctrl_c()
+        finally:
+            raise OSError("could not finish the file")  # noqa: B012 - the point of the test
+
+    monkeypatch.setattr(framefusion.pipeline, "ask", interrupted_then_cleanup_fails)
+    result = run("ask", video_file, "q", *model_args, *(["--verbose"] if verbose else []))
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == "framefusion: error: interrupted"
+    if not verbose:
+        assert_one_line_error(result.stderr, "interrupted")
+
+
+def test_without_a_ctrl_c_the_same_error_is_reported(monkeypatch, model_args, video_file):  # noqa: F811
+    def cleanup_fails(*args, **kwargs):
+        raise OSError("could not finish the file")
+
+    monkeypatch.setattr(framefusion.pipeline, "ask", cleanup_fails)
+    result = run("ask", video_file, "q", *model_args)
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, "could not finish the file")
 
 
 # ---------------------------------------------------------------- decoding progress
