@@ -360,3 +360,32 @@ def test_urls_are_refused_with_advice_to_download(url):
     with pytest.raises(VideoError, match="local video files only.*download the video first") as caught:
         load_video(url)
     assert url in str(caught.value)
+
+
+VERBOSE_LOOP = """
+import sys
+from framefusion.video import load_video, set_decoder_logging
+set_decoder_logging(True)
+samplings = [{}, {"num_frames": 7}, {"fps": 3.0}, {"fps": 50.0, "max_frames": 5}]
+for _ in range(50):
+    for path in sys.argv[1:]:
+        for sampling in samplings:
+            load_video(path, decoder="av", **sampling)
+print("done")
+"""
+
+
+def test_verbose_decoder_logging_does_not_deadlock_threaded_decoding(videos):
+    """With FFmpeg's log lines on (--verbose), decoding with frame threads and freeing the decoder must not hang.
+    PyAV's Python log callback takes the GIL inside FFmpeg's threads, which deadlocked here within a few
+    hundred loads; FFmpeg's own printer does not."""
+    import subprocess
+    import sys
+
+    paths = [str(videos[name]) for name in ("cfr", "mpeg4", "vfr", "rotated")]
+    try:
+        done = subprocess.run([sys.executable, "-c", VERBOSE_LOOP, *paths], capture_output=True, text=True,
+                              timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("decoding with verbose FFmpeg logging hung (a deadlock between FFmpeg's threads and the GIL)")
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]

@@ -23,3 +23,14 @@ def test_every_damaged_file_loads_or_raises_video_error_naming_it(decoder, tmp_p
     assert set(report["counts"]) <= {"loaded", "VideoError"} and sum(report["counts"].values()) == MUTANTS
     assert report["counts"].get("VideoError", 0) > 0 and report["counts"].get("loaded", 0) > 0  # both happen
     assert done.stderr.strip() == "", done.stderr[-2000:]  # no FFmpeg log lines leak to stderr
+
+
+def test_verbose_shows_ffmpeg_log_lines_and_still_never_hangs(tmp_path):
+    """The same damaged files with FFmpeg's log lines on (the CLI's --verbose): they reach stderr, nothing hangs."""
+    done = subprocess.run([sys.executable, str(FUZZER), str(tmp_path), "--decoder", "av", "--mutants",
+                           str(MUTANTS), "--seed", "7", "--verbose"], capture_output=True, text=True,
+                          errors="replace", timeout=600)  # FFmpeg may quote the damaged bytes
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["failures"] == [], report
+    assert done.stderr.strip() != ""  # FFmpeg's own complaints about the damage

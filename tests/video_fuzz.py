@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framefusion.video import VideoError, load_video, write_video
+from framefusion.video import VideoError, load_video, set_decoder_logging, write_video
 
 MUTATIONS = ("bit flips", "truncation", "zeroed run", "cut out", "header bytes", "spliced copy")
 
@@ -99,7 +99,9 @@ def main() -> None:
     parser.add_argument("--decoder", default="av")
     parser.add_argument("--mutants", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true", help="FFmpeg's log lines on, as with the CLI's --verbose")
     args = parser.parse_args()
+    set_decoder_logging(args.verbose)
     args.folder.mkdir(parents=True, exist_ok=True)
     json.dump(fuzz(args.folder, args.decoder, args.mutants, args.seed), sys.stdout)
 

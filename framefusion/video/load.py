@@ -95,8 +95,17 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def set_decoder_logging(verbose: bool) -> None:
-    """Show FFmpeg's own log lines (PyAV's and decord's) only when verbose; both are silent by default."""
-    av.logging.set_level(av.logging.WARNING if verbose else None)
+    """Show FFmpeg's own log lines (PyAV's and decord's) only when verbose; both are silent by default.
+
+    Verbose PyAV logging uses FFmpeg's own printer, not PyAV's Python callback: that callback takes the GIL
+    inside FFmpeg's decoding threads, and freeing a frame-threaded decoder (which holds the GIL and waits
+    for those threads) while one of them logs deadlocks the process.
+    """
+    if verbose:
+        av.logging.restore_default_callback()
+        av.logging.set_libav_level(av.logging.WARNING)
+    else:
+        av.logging.set_level(None)
     decord_reader.QUIET = not verbose
 
 
