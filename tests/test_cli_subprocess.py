@@ -111,12 +111,29 @@ def wait_for_our_code(process: subprocess.Popen, timeout_s: float = 60.0) -> Non
         time.sleep(0.01)
 
 
-def start_long_profile(model: list[str], **popen_kwargs) -> subprocess.Popen:
+def sigint_default() -> None:
+    """In the child before exec: SIGINT as a terminal gives it, whatever this pytest inherited (a CI runner
+    started in the background ignores it, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_long_profile(model: list[str], sigint=sigint_default) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([console_script(), "profile", *model, "--repeats", "100000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **popen_kwargs)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint)
 
 
+def finish(process: subprocess.Popen) -> tuple[str, str]:
+    """stdout and stderr once it has ended; a process still running after TIMEOUT_S is killed, and fails."""
+    try:
+        return process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"still running {TIMEOUT_S} s after SIGINT; stderr: {stderr[-2000:]}")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize("delay_s", [0.0, 2.0, 6.0])  # importing torch; the other imports; the clip, loading, work
 def test_ctrl_c_ends_cleanly(model, delay_s):
     """SIGINT while starting up or working: one line, exit 130, no traceback."""
@@ -124,20 +141,20 @@ def test_ctrl_c_ends_cleanly(model, delay_s):
     wait_for_our_code(process)
     time.sleep(delay_s)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    stdout, stderr = finish(process)
     assert (process.returncode, stdout) == (130, ""), stderr
     assert_one_line_error(stderr, "interrupted")
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signal dispositions")
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_an_ignored_sigint_stays_ignored(model):
     """A parent that ignores SIGINT (nohup, `cmd &` in a script) is obeyed while importing and while working."""
-    process = start_long_profile(model, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    process = start_long_profile(model, sigint=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     wait_for_our_code(process)
     for pause_s in (6.0, 1.0):  # once while importing, once after
         process.send_signal(signal.SIGINT)
         time.sleep(pause_s)
     still_running = process.poll() is None
-    process.terminate()
+    process.kill()
     process.communicate(timeout=TIMEOUT_S)
     assert still_running

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import av
 
-from framefusion.video import decord_reader
+from framefusion.video import decord_reader, pyav_reader
 from framefusion.video.clip import DECODERS, VideoClip, VideoError, VideoInfo
 from framefusion.video.pyav_reader import load_with_pyav, open_container, probe_with_pyav
 from framefusion.video.sampling import check_sampling
@@ -95,17 +95,9 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def set_decoder_logging(verbose: bool) -> None:
-    """Show FFmpeg's own log lines (PyAV's and decord's) only when verbose; both are silent by default.
-
-    Verbose PyAV logging uses FFmpeg's own printer, not PyAV's Python callback: that callback takes the GIL
-    inside FFmpeg's decoding threads, and freeing a frame-threaded decoder (which holds the GIL and waits
-    for those threads) while one of them logs deadlocks the process.
-    """
-    if verbose:
-        av.logging.restore_default_callback()
-        av.logging.set_libav_level(av.logging.WARNING)
-    else:
-        av.logging.set_level(None)
+    """Show FFmpeg's own log lines (PyAV's and decord's) only when verbose; both are silent by default."""
+    pyav_reader.VERBOSE = verbose
+    pyav_reader.route_ffmpeg_logs()
     decord_reader.QUIET = not verbose
 
 
