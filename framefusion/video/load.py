@@ -9,7 +9,7 @@ from pathlib import Path
 
 import av
 
-from framefusion.video import decord_reader, pyav_reader
+from framefusion.video import decord_reader, ffmpeg_logs
 from framefusion.video.clip import DECODERS, VideoClip, VideoError, VideoInfo
 from framefusion.video.pyav_reader import load_with_pyav, open_container, probe_with_pyav
 from framefusion.video.sampling import check_sampling
@@ -96,8 +96,8 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 def set_decoder_logging(verbose: bool) -> None:
     """Show FFmpeg's own log lines (PyAV's and decord's) only when verbose; both are silent by default."""
-    pyav_reader.VERBOSE = verbose
-    pyav_reader.route_ffmpeg_logs()
+    ffmpeg_logs.VERBOSE = verbose
+    ffmpeg_logs.route_ffmpeg_logs()
     decord_reader.QUIET = not verbose
 
 

@@ -10,25 +10,11 @@ import av
 import numpy as np
 
 from framefusion.video.clip import VideoClip, VideoError, VideoInfo
+from framefusion.video.ffmpeg_logs import route_ffmpeg_logs
 from framefusion.video.sampling import rotate_upright, sample_indices, span_seconds
 from framefusion.video.seek_plan import DecodePlan, DecodeRun, plan_decode
 
 Progress = Callable[[int, int], None]  # (packets decoded, packets planned)
-VERBOSE = False  # FFmpeg's own log lines on stderr (framefusion.video.set_decoder_logging)
-
-
-def route_ffmpeg_logs() -> None:
-    """Send FFmpeg's log lines to FFmpeg's own printer when VERBOSE, else nowhere; never to PyAV's Python callback.
-
-    That callback takes the GIL inside FFmpeg's decoding threads, and freeing a frame-threaded decoder (which
-    holds the GIL and waits for those threads) while one of them logs deadlocks the process. Other libraries
-    switch it on when imported (torchvision.io calls av.logging.set_level(ERROR)), so every open sets it again.
-    """
-    if VERBOSE:
-        av.logging.restore_default_callback()
-        av.logging.set_libav_level(av.logging.WARNING)
-    else:
-        av.logging.set_level(None)
 
 
 def open_container(path: Path) -> av.container.InputContainer:

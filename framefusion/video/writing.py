@@ -12,6 +12,7 @@ import av
 import numpy as np
 
 from framefusion.video.clip import VideoError
+from framefusion.video.ffmpeg_logs import route_ffmpeg_logs
 
 
 def write_video(
@@ -50,6 +51,7 @@ def write_video(
         codec = "mpeg4"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    route_ffmpeg_logs()  # libx264 encodes in threads too
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
