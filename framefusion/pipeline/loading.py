@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from framefusion.adapters import ADAPTERS, UnsupportedModelError, adapter_for, supported_families
+from framefusion.models import ModelArgError, OriginalFormat, find_format, load_original
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -119,14 +120,17 @@ def demo_model_directory() -> Path:
 
 
 def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "auto",
-               attn: str = "sdpa", random_weights: bool = False, width_scale: float | None = None) -> LoadedModel:
+               attn: str = "sdpa", random_weights: bool = False, width_scale: float | None = None,
+               model_args: dict[str, str] | None = None) -> LoadedModel:
     """Load a supported video LLM and its processor (hub id, local directory, or "demo") for inference.
 
     device="auto" picks cuda, then mps, then cpu; for the built-in demo model it picks the cpu (a 1.3 M-parameter
     model gains nothing from a GPU, and it was trained and measured in fp32). random_weights=True builds the
     model from its config with random weights instead (a short name such as "qwen2-vl-7b" from
     framefusion.pipeline.random_weights, a model directory, or a hub id whose config is cached), at `width_scale`
-    (default: full size on a GPU that fits it, reduced on a CPU).
+    (default: full size on a GPU that fits it, reduced on a CPU). Checkpoints in an original, non-transformers
+    format (LLaVA-NeXT, InternVL2.5, MiniCPM-V 2.6, NVILA: framefusion.models) are built natively;
+    model_args override the config keys such a format allows (--model-arg KEY=VALUE).
     """
     if attn not in ATTENTION:
         raise ValueError(f"unknown attention implementation {attn!r}; choose from {', '.join(ATTENTION)}")
@@ -145,7 +149,16 @@ def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "
         raise ModelLoadError("--attn flash_attention_2 needs a CUDA GPU and the flash-attn package; use --attn sdpa")
     is_demo = name_or_path == DEMO
     source, local = _locate(name_or_path)
-    _check_supported(_model_type(source, local, name_or_path), name_or_path)
+    config, folder = _read_config(source, local, name_or_path)
+    original = find_format(config)
+    if original is not None:
+        model, processor = _load_original(original, source, local, folder, name_or_path, torch_dtype, attn,
+                                          model_args)
+        return LoadedModel(model.to(torch_device).eval(), processor, name_or_path, torch_device, torch_dtype)
+    if model_args:
+        raise ModelLoadError(f"--model-arg applies to checkpoints in an original format (LLaVA-NeXT, InternVL2.5, "
+                             f"MiniCPM-V 2.6, NVILA); {name_or_path} is a transformers checkpoint")
+    _check_supported(config.get("model_type"), name_or_path)
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -208,13 +221,17 @@ def _from_pretrained(auto_class: Any, source: str, local: bool, name: str, **opt
             _fetch_hint(name, "could not be loaded from the local cache or the Hugging Face Hub")) from None
 
 
-def _model_type(source: str, local: bool, name: str) -> str | None:
-    """The config's model_type: read from the directory's config.json, the local hub cache, or the Hub."""
+def _read_config(source: str, local: bool, name: str) -> tuple[dict[str, Any], Path]:
+    """(config.json as a dict, the folder holding it): from the directory, the local hub cache, or the Hub."""
     if local:
+        path = Path(source) / "config.json"
         try:
-            return json.loads((Path(source) / "config.json").read_text()).get("model_type")
-        except (OSError, ValueError, AttributeError) as error:
-            raise ModelLoadError(f"cannot read {Path(source) / 'config.json'}: {_first_line(error)}") from None
+            config = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"cannot read {path}: {_first_line(error)}") from None
+        if not isinstance(config, dict):
+            raise ModelLoadError(f"cannot read {path}: not a JSON object")
+        return config, Path(source)
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
@@ -233,7 +250,27 @@ def _model_type(source: str, local: bool, name: str) -> str | None:
             raise ModelLoadError(
                 _fetch_hint(name, "could not be found locally or fetched from the Hugging Face Hub")
             ) from None
-    return _model_type(str(Path(path).parent), True, name)
+    return _read_config(str(Path(path).parent), True, name)
+
+
+def _load_original(original: OriginalFormat, source: str, local: bool, folder: Path, name: str,
+                   dtype: torch.dtype, attn: str, model_args: dict[str, str] | None) -> tuple[nn.Module, Any]:
+    """A checkpoint in an original format: the whole repository snapshot (weights, sub-folders), built natively."""
+    if not local:
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(source, local_files_only=True))
+        except (OSError, ValueError):
+            if _offline() or not _hub_reachable():
+                raise ModelLoadError(_fetch_hint(name, "is not wholly in the local Hugging Face cache")) from None
+            folder = Path(snapshot_download(source))
+    try:
+        return load_original(original, folder, dtype=dtype, attn_implementation=attn, model_args=model_args)
+    except ModelArgError as error:
+        raise ModelLoadError(str(error)) from None
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"cannot load {name!r} ({original.name} format): {_first_line(error)}") from error
 
 
 def _check_supported(model_type: str | None, name: str) -> None:
