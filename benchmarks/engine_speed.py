@@ -41,7 +41,7 @@ from framefusion import apply_framefusion, last_stats, remove_framefusion
 from framefusion.adapters.base import FamilyAdapter
 from framefusion.core.budget import causal_gqa_layer_flops, ideal_speedup
 from framefusion.core.engine import ReductionEngine
-from framefusion.core.reduction import PrefillReduction
+from framefusion.methods.framefusion import PrefillReduction
 from framefusion.synthetic import make_sample
 from framefusion.tiny import build_tiny_model
 from framefusion.video import VideoClip

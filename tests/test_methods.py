@@ -9,7 +9,7 @@ import torch
 from conftest import generate_reduced, make_random_clip
 from reference_framefusion import ReferenceResult, capture_dense_inputs, project, reference_greedy_decode
 
-from framefusion import last_stats, remove_framefusion
+from framefusion import last_stats, reduced, remove_framefusion
 from framefusion.adapters import adapter_for
 from framefusion.api import reduction_description
 from framefusion.core.compat import output_cache
@@ -58,9 +58,9 @@ def run_method(model, name, budget, inputs, new_tokens=0):
 @pytest.mark.parametrize("name", REDUCING)
 def test_method_generates_and_meets_the_budget(name, budget, tiny_model_factory):
     model, processor = tiny_model_factory("qwen2_vl", num_layers=12)
+    apply_method(model, name, budget)  # before select_frames: uniform remembers its pick on the model
     clip = select_frames(name, make_random_clip(16, static_fraction=0.5), budget, model=model)
     inputs = prepare_inputs(processor, [clip], QUESTION)
-    apply_method(model, name, budget)
     out, stats = generate_reduced(model, inputs, 3)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
     assert stats.method == name
@@ -82,9 +82,9 @@ def test_every_method_runs_on_every_family(family, tiny_model_factory):
     clip = make_random_clip(8, static_fraction=0.5)
     for name in [n for n in REDUCING if not (hybrid and n == "streamingllm")]:  # dense, framefusion: test_engine
         params = {"saliency": "norm"} if name in SALIENCY_METHODS and family not in ATTENTION_FAMILIES else {}
-        apply_method(model, name, 0.5, **params)  # before select_frames: uniform learns the model's temporal patch
+        apply_method(model, name, 0.5, **params)  # before select_frames: uniform remembers its pick on the model
         try:
-            inputs = prepare_inputs(processor, [select_frames(name, clip, 0.5)], QUESTION)
+            inputs = prepare_inputs(processor, [select_frames(name, clip, 0.5, model)], QUESTION)
             with torch.no_grad():
                 out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
             stats = last_stats(model)
@@ -172,9 +172,11 @@ def test_uniform_counts_against_the_full_clips_video_tokens(family, budget, tiny
     model, processor = tiny_model_factory(family)
     clip = make_random_clip(16)
     full = prompt_layout(model, prepare_inputs(processor, [clip], QUESTION))
-    reduced_clip = select_frames("uniform", clip, budget, model=model)
-    inputs = prepare_inputs(processor, [reduced_clip], QUESTION)
-    _, stats, _ = run_method(model, "uniform", budget, inputs)
+    with reduced(model, "uniform", budget) as run:
+        inputs = prepare_inputs(processor, [run.select_frames(clip)], QUESTION)
+        with torch.no_grad():
+            model(**inputs)
+        stats = run.stats
     assert stats.full_vision_tokens == full.num_vision_tokens  # what the processor makes of the full clip
     assert stats.kept_ratio == prompt_layout(model, inputs).num_vision_tokens / full.num_vision_tokens
     assert abs(stats.kept_ratio - budget) <= 0.05 + 1e-9

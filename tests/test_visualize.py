@@ -10,9 +10,10 @@ import torch
 from conftest import forward_reduced, make_random_clip
 from PIL import Image
 
-from framefusion.core.config import FrameFusionConfig
+from framefusion.methods.framefusion import FrameFusionConfig
 from framefusion.core.layout import VideoGrid, layout_from_videos
-from framefusion.core.reduction import PrefillReduction, QueryKeys
+from framefusion.core.contract import QueryKeys
+from framefusion.methods.framefusion import PrefillReduction
 from framefusion.core.stack import DecoderStack
 from framefusion.core.stats import MERGED, PRUNED, StepRecord
 from framefusion.pipeline.visualize import (

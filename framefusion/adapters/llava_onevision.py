@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from framefusion.core.patches import PatchStack
 from framefusion.adapters.base import FamilyAdapter, split_sizes, token_positions
 from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
 
@@ -19,11 +20,11 @@ class LlavaOneVisionAdapter(FamilyAdapter):
     model_types = ("llava_onevision",)
     newline_tokens = 1  # separator tokens at the end of each video's span
 
-    def vision_probe(self, model: nn.Module):
+    def vision_probe(self, model: nn.Module, patches: PatchStack):
         """Attention of the SigLIP layer that gives the video features, pooled like them."""
         from framefusion.adapters.vision_attention import siglip_probe
 
-        return siglip_probe(model, self.multimodal_module(model))
+        return siglip_probe(self.multimodal_module(model), patches)
 
     def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """How many videos, and frames per video ([videos, frames, C, H, W] pixels)."""

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from framefusion.core.patches import PatchStack
 from framefusion.adapters.base import FamilyAdapter, split_sizes, token_positions
 from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
 
@@ -18,11 +19,11 @@ class Qwen2VLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl",)
     importance_queries = 4  # the authors' Qwen2-VL code averages the prune importance over the last 4 rows
 
-    def vision_probe(self, model: nn.Module):
+    def vision_probe(self, model: nn.Module, patches: PatchStack):
         """Attention of the last full-attention block of the Qwen-VL vision transformer."""
         from framefusion.adapters.vision_attention import qwen_vit_probe
 
-        return qwen_vit_probe(model, self.multimodal_module(model))
+        return qwen_vit_probe(self.multimodal_module(model), patches)
 
     def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """The (t, h, w) patch grid of every video."""

@@ -16,12 +16,13 @@ from typing import Any
 
 from torch import nn
 
-from framefusion.api import apply_framefusion, remove_framefusion
 from framefusion.methods.dycoke import apply_dycoke
 from framefusion.methods.evs import apply_evs
 from framefusion.methods.fastvid import apply_fastvid
 from framefusion.methods.holitom import apply_holitom
 from framefusion.methods.fastv import apply_fastv
+from framefusion.methods.framefusion import apply_framefusion
+from framefusion.methods.install import remove_reduction
 from framefusion.methods.streamingllm import apply_streamingllm
 from framefusion.methods.uniform import apply_uniform, select_uniform_frames
 from framefusion.methods.vidcom2 import apply_vidcom2
@@ -36,12 +37,12 @@ class Method:
     name: str
     summary: str
     apply: Callable[..., nn.Module]  # apply(model, budget, **params) -> model
-    select_frames: Callable[..., VideoClip] | None = None  # (clip, budget, model=None) -> clip
+    select_frames: Callable[..., VideoClip] | None = None  # (clip, budget, model=model) -> clip
     params: tuple[str, ...] = ()  # keyword parameters `apply` takes besides the budget
 
 
 def _dense(model: nn.Module, budget: float, **params: Any) -> nn.Module:
-    return remove_framefusion(model)
+    return remove_reduction(model)
 
 
 def _framefusion(model: nn.Module, budget: float, **params: Any) -> nn.Module:
@@ -104,11 +105,8 @@ def apply_method(model: nn.Module, name: str, budget: float = 0.3, **params: Any
     return method.apply(model, budget, **{k: v for k, v in params.items() if k in method.params})
 
 
-def select_frames(name: str, clip: VideoClip, budget: float, model: nn.Module | None = None) -> VideoClip:
-    """The frames the method feeds the model (most methods use all sampled frames).
-
-    `model` tells frame-selecting methods the model's temporal patch size; without it `uniform` uses the model
-    it was last applied to.
-    """
+def select_frames(name: str, clip: VideoClip, budget: float, model: nn.Module) -> VideoClip:
+    """The frames method `name` feeds `model` (most methods use all sampled frames; `uniform` picks fewer, by the
+    model's temporal patch size, and remembers the pick on the model it is installed on)."""
     method = get_method(name)
     return method.select_frames(clip, budget, model=model) if method.select_frames else clip

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from framefusion.api import install_reducer
+from framefusion.methods.install import install_reducer
 from framefusion.core.budget import ideal_speedup, paper_layer_cost
 from framefusion.core.prune import attention_importance, keep_most_important, keep_one_per_video
 from framefusion.core.stats import ReductionStats

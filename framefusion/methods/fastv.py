@@ -22,7 +22,7 @@ import math
 
 from torch import nn
 
-from framefusion.api import install_reducer
+from framefusion.methods.install import install_reducer
 from framefusion.core.prune import attention_importance, keep_most_important, keep_one_per_video
 from framefusion.methods.common import check_budget
 from framefusion.methods.oneshot import OneShotReduction

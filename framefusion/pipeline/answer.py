@@ -14,10 +14,9 @@ from torch import nn
 from transformers import BatchFeature, TextStreamer
 
 from framefusion.adapters import adapter_for
-from framefusion.api import last_stats, remove_framefusion
+from framefusion.api import reduced
 from framefusion.core.compat import output_cache
 from framefusion.core.stats import ReductionStats
-from framefusion.methods import apply_method, select_frames
 from framefusion.pipeline.loading import LoadedModel
 from framefusion.pipeline.measure import clock, time_vision_encoder, track_peak_memory
 from framefusion.video import Sampling, VideoClip
@@ -241,17 +240,14 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
     with track_peak_memory(loaded.device) as peak:
         start = clock(loaded.device)
         clips, video_s = load_videos(videos, sampling, on_video_progress)
-        try:
-            apply_method(model, method, budget, **params)  # the registry passes each method what it takes
-            clips = [select_frames(method, clip, budget) for clip in clips]  # after apply: knows the model
+        with reduced(model, method, budget, **params) as run:  # each method takes the parameters it knows
+            clips = [run.select_frames(clip) for clip in clips]
             processed = clock(loaded.device)
             inputs = model_inputs(loaded, clips, question, images)
             processor_s = clock(loaded.device) - processed
             generation = greedy_generate(loaded, inputs, max_new_tokens, on_text=on_text, temperature=temperature,
                                          top_p=top_p, stop=stop)
-            stats = last_stats(model)
-        finally:
-            remove_framefusion(model)
+            stats = run.stats
         total = clock(loaded.device) - start
     if stats is not None:
         vision_tokens, tokens_per_layer = stats.num_vision_tokens, stats.tokens_per_layer()

@@ -10,13 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from framefusion.api import last_stats, remove_framefusion
-from framefusion.methods import apply_method, select_frames
+from framefusion.api import reduced
+from framefusion.pipeline.answer import greedy_generate, model_inputs
+from framefusion.pipeline.loading import LoadedModel
 from framefusion.video import load_video
-from framefusion.video.prompting import prepare_inputs
 
 
 @dataclass
@@ -131,18 +128,14 @@ def score_answer(prediction: str, answer: str, options: Sequence[str]) -> bool:
 # ---------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
-def answer_question(model: nn.Module, processor: Any, clip, question: str, max_new_tokens: int = 8) -> str:
-    """Greedy answer of the model to one question about one sampled clip."""
-    inputs = prepare_inputs(processor, [clip], question).to(model.device)
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new_tokens = output[0, inputs["input_ids"].shape[1]:]
-    return processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+def answer_question(loaded: LoadedModel, clip, question: str, max_new_tokens: int = 8) -> str:
+    """Greedy answer of the model, as it is (dense or with a method installed), to one question about one clip."""
+    generation = greedy_generate(loaded, model_inputs(loaded, [clip], question), max_new_tokens)
+    return loaded.tokenizer.decode(generation.new_tokens, skip_special_tokens=True).strip()
 
 
 def evaluate_dataset(
-    model: nn.Module,
-    processor: Any,
+    loaded: LoadedModel,
     items: Sequence[DatasetItem],
     *,
     method: str,
@@ -157,18 +150,16 @@ def evaluate_dataset(
 
     params: method parameters by name (each method takes the ones it knows; default: every method's defaults).
 
-    kept_ratio is each prompt's achieved budget from `last_stats` (methods that sample fewer frames report it
-    against the full clip), 1.0 where the method leaves no statistics.
+    kept_ratio is each prompt's achieved budget from the run's statistics (methods that sample fewer frames report
+    it against the full clip), 1.0 where the method leaves no statistics.
     """
     results = []
-    try:
-        apply_method(model, method, budget, **(params or {}))
+    with reduced(loaded.model, method, budget, **(params or {})) as run:
         for item in items:
-            clip = load_video(item.video, num_frames=num_frames, decoder=decoder)
-            chosen = select_frames(method, clip, budget, model=model)
-            before = last_stats(model)
-            prediction = answer_question(model, processor, chosen, item.question, max_new_tokens)
-            stats = last_stats(model)
+            clip = run.select_frames(load_video(item.video, num_frames=num_frames, decoder=decoder))
+            before = run.stats
+            prediction = answer_question(loaded, clip, item.question, max_new_tokens)
+            stats = run.stats
             own = stats if stats is not None and stats is not before else None  # the method's own count
             result = ItemResult(item, prediction, score_answer(prediction, item.answer, item.options),
                                 own.kept_ratio if own is not None else 1.0,
@@ -177,8 +168,6 @@ def evaluate_dataset(
             results.append(result)
             if on_item is not None:
                 on_item(result)
-    finally:
-        remove_framefusion(model)
     return summarize(method, budget, results)
 
 

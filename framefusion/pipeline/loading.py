@@ -42,6 +42,12 @@ class LoadedModel:
     random_weights: bool = False  # built from its config with random weights (real shape, for timing)
     width_scale: float = 1.0  # widths relative to the config's (random-weight models only)
 
+    @classmethod
+    def of(cls, model: nn.Module, processor: Any, name: str = "model") -> "LoadedModel":
+        """Wrap a model already in memory (its device and dtype read from its parameters)."""
+        parameter = next(model.parameters())
+        return cls(model, processor, name, parameter.device, parameter.dtype)
+
     @property
     def tokenizer(self) -> Any:
         """The processor's tokenizer (the processor itself if it is one)."""

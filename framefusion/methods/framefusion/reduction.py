@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from framefusion.core.budget import prune_ratio
-from framefusion.core.config import FrameFusionConfig
+from framefusion.core.contract import QueryKeys, Reducer
 from framefusion.core.layout import TokenLayout
 from framefusion.core.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
 from framefusion.core.prune import attention_importance, keep_most_important, keep_one_per_video
 from framefusion.core.stack import DecoderStack
 from framefusion.core.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
+from framefusion.methods.framefusion.config import FrameFusionConfig
 
 
-@dataclass
-class QueryKeys:
-    """The last query rows of the prompt and all keys a layer's attention used (both after rotary embedding)."""
-
-    queries: torch.Tensor  # [q, H, d], the last q alive positions
-    keys: torch.Tensor  # [H_kv, n_alive, d]
-    scaling: float
-
-
-class PrefillReduction:
+class PrefillReduction(Reducer):
     """FrameFusion's state machine over the reduction points of one prefill (batch size 1).
 
     Point 0 is before layer 0's attention, point l + 1 after layer l's attention. At each point at most one
