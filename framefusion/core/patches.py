@@ -87,6 +87,27 @@ def patches_of(model: nn.Module) -> PatchStack:
     return stack
 
 
+@contextmanager
+def patch_scope(model: nn.Module) -> Iterator[PatchStack]:
+    """The model's patch stack for patches that last as long as the block (PatchStack.scope); a stack made for
+    the block is dropped after it, so a stock model stays untouched."""
+    made = STACK_ATTRIBUTE not in model.__dict__
+    stack = patches_of(model)
+    try:
+        with stack.scope():
+            yield stack
+    finally:
+        if made and not len(stack):
+            model.__dict__.pop(STACK_ATTRIBUTE, None)
+
+
+def clear_patches(model: nn.Module) -> None:
+    """Undo every patch on the model and drop its stack: the model is the stock one again."""
+    stack = model.__dict__.pop(STACK_ATTRIBUTE, None)
+    if stack is not None:
+        stack.undo_to(0)
+
+
 def current_forward(module: nn.Module) -> Callable:
     """The callable that runs `module`'s own computation (under accelerate, its wrapped original)."""
     return module._old_forward if _dispatched(module) else module.forward

@@ -14,7 +14,7 @@ from torch import nn
 from framefusion.adapters import adapter_for
 from framefusion.core.contract import ReducerFactory
 from framefusion.core.engine import ReductionEngine
-from framefusion.core.patches import PatchStack, patches_of
+from framefusion.core.patches import PatchStack, clear_patches, patches_of
 from framefusion.core.stats import ReductionStats
 
 ENGINE_ATTRIBUTE = "_framefusion_engine"
@@ -37,7 +37,7 @@ def install_method(model: nn.Module, description: str, build: ReducerBuilder) ->
         engine = ReductionEngine(model, adapter, make_reducer, description)
         engine.install(patches)
     except BaseException:
-        patches.undo_to(0)
+        clear_patches(model)
         raise
     model.__dict__[ENGINE_ATTRIBUTE] = engine
     return model
@@ -50,7 +50,7 @@ def install_reducer(model: nn.Module, make_reducer: ReducerFactory, description:
 
 def remove_reduction(model: nn.Module) -> nn.Module:
     """Undo everything framefusion put on the model (a no-op on a stock model); returns it."""
-    patches_of(model).undo_to(0)
+    clear_patches(model)
     model.__dict__.pop(ENGINE_ATTRIBUTE, None)
     return model
 

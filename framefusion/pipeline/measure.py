@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from framefusion.adapters import adapter_for
-from framefusion.core.patches import patches_of
+from framefusion.core.patches import patch_scope
 
 ENCODER_METHODS = ("get_video_features", "get_image_features")  # where every supported family encodes pixels
 
@@ -66,7 +66,7 @@ def time_vision_encoder(model: nn.Module, device: torch.device | str) -> Iterato
     patch stack, undone on exit)."""
     timer = EncoderTimer(device)
     module = adapter_for(model).multimodal_module(model)
-    with patches_of(model).scope() as patches:
+    with patch_scope(model) as patches:
         for name in ENCODER_METHODS:
             if getattr(module, name, None) is not None:
                 patches.wrap_method(module, name, timer.wrap, f"timer: {name}")
