@@ -24,6 +24,7 @@ import sys  # noqa: E402
 import typer  # noqa: E402
 
 from ffcli.ask import ask_command  # noqa: E402
+from ffcli.groups import with_groups  # noqa: E402
 from ffcli.compare import compare_command  # noqa: E402
 from ffcli.errors import EXIT_INTERRUPTED, OneLineErrors, error_line, watch_interrupts  # noqa: E402
 from ffcli.profile import profile_command  # noqa: E402
@@ -51,7 +52,7 @@ def command_help(command: object) -> str:
 
 for name, command in (("ask", ask_command), ("compare", compare_command), ("profile", profile_command),
                       ("visualize", visualize_command)):
-    app.command(name, help=command_help(command))(command)
+    app.command(name, help=command_help(command))(with_groups(command))
 
 
 def main() -> None:

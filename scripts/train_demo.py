@@ -394,8 +394,8 @@ def _train_loop(model: nn.Module, processor: Any, config: TrainConfig, log) -> d
 
 def evaluate_heldout(model: nn.Module, processor: Any, config: TrainConfig, methods=(("dense", 1.0),)) -> dict:
     """Score the model on held-out mp4 clips (split "test") for each (method, budget)."""
+    from framefusion.pipeline.evaluation import evaluate_dataset, load_dataset
     from framefusion.pipeline.loading import LoadedModel
-from framefusion.pipeline.evaluation import evaluate_dataset, load_dataset
     from framefusion.synthetic import write_dataset
 
     results = {}

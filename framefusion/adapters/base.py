@@ -89,6 +89,10 @@ class FamilyAdapter:
     def install_extras(self, engine, model: nn.Module, patches: PatchStack) -> None:
         """Family-specific patches (e.g. Qwen3-VL deepstack), made on the model's patch stack."""
 
+    def install_positions(self, model: nn.Module, patches: PatchStack) -> None:
+        """Make the model's positions those of the published model where transformers departs from them (every
+        method installs this, dense included; core/positions.py)."""
+
     def query_keys(self, attention: nn.Module, q_out: torch.Tensor, k_out: torch.Tensor,
                    position_embeddings: tuple[torch.Tensor, torch.Tensor], rows: int = 1) -> QueryKeys:
         """Rebuild the last `rows` query rows and all keys, after q/k norms and rotary, from q_proj/k_proj outputs.

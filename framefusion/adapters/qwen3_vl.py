@@ -14,6 +14,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
 
     name = "Qwen3-VL"
     model_types = ("qwen3_vl", "qwen3_vl_moe")
+    frames_in_own_spans = True
 
     def install_extras(self, engine, model: nn.Module, patches: PatchStack) -> None:
         """Wrap `_deepstack_process` so the visual mask and features are cut to the alive tokens."""

@@ -100,6 +100,9 @@ class FamilyAdapter(Protocol):
     def install_extras(self, engine: Any, model: nn.Module, patches: Any) -> None:
         """Family-specific patches, made on the model's PatchStack."""
 
+    def install_positions(self, model: nn.Module, patches: Any) -> None:
+        """The published model's positions where transformers departs from them, on the model's PatchStack."""
+
     def query_keys(self, attention: nn.Module, q_out: torch.Tensor, k_out: torch.Tensor,
                    position_embeddings: tuple[torch.Tensor, torch.Tensor], rows: int = 1) -> QueryKeys:
         """The last `rows` query rows and all keys, after q/k norms and rotary, from q_proj/k_proj outputs."""

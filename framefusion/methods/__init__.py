@@ -22,7 +22,7 @@ from framefusion.methods.fastvid import apply_fastvid
 from framefusion.methods.holitom import apply_holitom
 from framefusion.methods.fastv import apply_fastv
 from framefusion.methods.framefusion import apply_framefusion
-from framefusion.methods.install import remove_reduction
+from framefusion.methods.install import install_dense
 from framefusion.methods.streamingllm import apply_streamingllm
 from framefusion.methods.uniform import apply_uniform, select_uniform_frames
 from framefusion.methods.vidcom2 import apply_vidcom2
@@ -42,7 +42,7 @@ class Method:
 
 
 def _dense(model: nn.Module, budget: float, **params: Any) -> nn.Module:
-    return remove_reduction(model)
+    return install_dense(model)
 
 
 def _framefusion(model: nn.Module, budget: float, **params: Any) -> nn.Module:
@@ -50,7 +50,7 @@ def _framefusion(model: nn.Module, budget: float, **params: Any) -> nn.Module:
 
 
 METHODS: dict[str, Method] = {
-    "dense": Method("dense", "the unmodified model", _dense),
+    "dense": Method("dense", "the unreduced model, with the published model's positions", _dense),
     "framefusion": Method("framefusion", "merge similar, then prune unimportant video tokens (FrameFusion)",
                           _framefusion, params=("similarity_lower_bound", "ratio_lower_bound", "importance_queries")),
     "fastv": Method("fastv", "prune video tokens by last-query attention after layer K = 2 (FastV)", apply_fastv,
@@ -83,6 +83,11 @@ def method_names() -> list[str]:
     return list(METHODS)
 
 
+def method_parameter_names() -> list[str]:
+    """Every parameter some method takes besides the budget, sorted."""
+    return sorted({param for method in METHODS.values() for param in method.params})
+
+
 def get_method(name: str) -> Method:
     """The method registered under `name`, or a ValueError listing the known ones."""
     try:
@@ -98,10 +103,9 @@ def apply_method(model: nn.Module, name: str, budget: float = 0.3, **params: Any
     set of options can drive every method; a parameter no method takes is an error.
     """
     method = get_method(name)
-    known = {param for m in METHODS.values() for param in m.params}
-    unknown = sorted(set(params) - known)
+    unknown = sorted(set(params) - set(method_parameter_names()))
     if unknown:
-        raise TypeError(f"unknown method parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise TypeError(f"unknown method parameter(s) {', '.join(unknown)}; known: {', '.join(method_parameter_names())}")
     return method.apply(model, budget, **{k: v for k, v in params.items() if k in method.params})
 
 

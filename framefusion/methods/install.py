@@ -23,24 +23,31 @@ ENGINE_ATTRIBUTE = "_framefusion_engine"
 ReducerBuilder = Callable[[PatchStack], ReducerFactory]
 
 
-def install_method(model: nn.Module, description: str, build: ReducerBuilder) -> nn.Module:
+def install_method(model: nn.Module, description: str, build: ReducerBuilder | None) -> nn.Module:
     """Install a reducer on the model in place, replacing whatever framefusion installed before; returns it.
 
-    `build` runs on the emptied patch stack and returns the reducer factory; anything it patches is removed
-    with the method. If installing fails, the model is left stock.
+    Every method, dense (build=None: no reducer) included, runs on the published model's positions
+    (adapter.install_positions). `build` runs on the emptied patch stack and returns the reducer factory; anything
+    it patches is removed with the method. If installing fails, the model is left stock.
     """
     adapter = adapter_for(model)
     remove_reduction(model)
     patches = patches_of(model)
     try:
-        make_reducer = build(patches)
-        engine = ReductionEngine(model, adapter, make_reducer, description)
-        engine.install(patches)
+        adapter.install_positions(model, patches)
+        if build is not None:
+            engine = ReductionEngine(model, adapter, build(patches), description)
+            engine.install(patches)
+            model.__dict__[ENGINE_ATTRIBUTE] = engine
     except BaseException:
-        clear_patches(model)
+        remove_reduction(model)
         raise
-    model.__dict__[ENGINE_ATTRIBUTE] = engine
     return model
+
+
+def install_dense(model: nn.Module) -> nn.Module:
+    """The unreduced model as published: no reducer, the published positions (what `dense` runs)."""
+    return install_method(model, "dense", None)
 
 
 def install_reducer(model: nn.Module, make_reducer: ReducerFactory, description: str) -> nn.Module:
