@@ -55,7 +55,9 @@ def visualize_command(
         if json:
             emit_json({"model": loaded.name, "method": method, "budget": budget, "frames": result.frames,
                        "vision_tokens": result.vision_tokens, "kept_ratio": result.kept_ratio,
-                       "prefill_ratio": result.prefill_ratio, "importance_queries": result.importance_queries, "params": result.params,
+                       "prefill_ratio": result.prefill_ratio, "importance_queries": result.importance_queries,
+                       "similarity_threshold": result.similarity_threshold, "threshold_source": result.threshold_source,
+                       "params": result.params_as_run(),
                        "num_layers": stats.num_layers, "point": point, "files": [str(p) for p in paths]})
         else:
             console = stdout_console()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from typing import Any, Callable
 
 
@@ -16,6 +17,8 @@ def _share_the_cores_between_workers() -> None:
 
 
 _share_the_cores_between_workers()  # before torch is imported: it reads OMP_NUM_THREADS once
+# calibrations go to a folder of the test run's own, never the user's cache (CLI subprocesses inherit it)
+os.environ["FRAMEFUSION_CACHE"] = tempfile.mkdtemp(prefix="framefusion-test-cache-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

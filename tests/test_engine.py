@@ -10,7 +10,8 @@ import torch
 from conftest import forward_reduced, generate_reduced, make_random_clip
 from reference_framefusion import capture_dense_inputs, reference_greedy_decode, reference_prefill
 
-from framefusion import FrameFusionConfig, UnsupportedModelError, apply_framefusion, last_stats, remove_framefusion
+from framefusion import (FrameFusionConfig, UnsupportedModelError, apply_framefusion, apply_method, last_stats,
+                         remove_framefusion)
 from framefusion.adapters import adapter_for
 from framefusion.core.compat import cache_argument, output_cache
 from framefusion.core.stats import MERGED
@@ -83,9 +84,11 @@ def test_cost_one_is_dense_and_remove_restores(family, tiny_model_factory):
     model, processor = tiny_model_factory(family)
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
     with torch.no_grad():
-        dense = model(**inputs).logits
-        apply_framefusion(model, cost=1.0)
+        stock = model(**inputs).logits
         try:
+            apply_method(model, "dense")  # the published model (Qwen2-VL, Qwen2.5-VL: its positions)
+            dense = model(**inputs).logits
+            apply_framefusion(model, cost=1.0)
             assert torch.equal(model(**inputs).logits, dense)
             assert last_stats(model).kept_ratio == 1.0
             apply_framefusion(model, cost=0.3)
@@ -93,7 +96,7 @@ def test_cost_one_is_dense_and_remove_restores(family, tiny_model_factory):
             assert reduced.shape[1] < dense.shape[1]
         finally:
             remove_framefusion(model)
-        assert torch.equal(model(**inputs).logits, dense)
+        assert torch.equal(model(**inputs).logits, stock)
 
 
 # ---- 2. the engine equals the slow reference in every regime ---------------------------------------------

@@ -34,6 +34,8 @@ class FamilyAdapter:
     name: str = ""
     model_types: tuple[str, ...] = ()
     importance_queries: int = 1  # FrameFusion's default query rows for prune importance (the authors' code: 1)
+    similarity_threshold: float = 0.6  # FrameFusion's S_threshold when neither given nor calibrated
+    threshold_source: str = "no published value (run framefusion calibrate for this model)"
 
     def multimodal_module(self, model: nn.Module) -> nn.Module:
         """The module whose forward receives input_ids and the processor's grid metadata."""

@@ -19,6 +19,9 @@ class LlavaOneVisionAdapter(FamilyAdapter):
     name = "LLaVA-OneVision"
     model_types = ("llava_onevision",)
     newline_tokens = 1  # separator tokens at the end of each video's span
+    similarity_threshold = 0.6
+    threshold_source = ("the paper's value for the LLaVA-Video series (appendix on hyperparameters); "
+                        "LLaVA-OneVision shares their vision tower and LLM")
 
     def vision_probe(self, model: nn.Module, patches: PatchStack):
         """Attention of the SigLIP layer that gives the video features, pooled like them."""

@@ -20,6 +20,9 @@ class Qwen2VLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl",)
     importance_queries = 4  # the authors' Qwen2-VL code averages the prune importance over the last 4 rows
     frames_in_own_spans = False  # Qwen3-VL, Qwen3.5: each frame is its own vision span after a timestamp
+    similarity_threshold = 0.5
+    threshold_source = ("the authors' value (thu-nics/FrameFusion script/playground/example_qwen2vl.py, confirmed by "
+                        "the maintainers in their issue 13)")
 
     def vision_probe(self, model: nn.Module, patches: PatchStack):
         """Attention of the last full-attention block of the Qwen-VL vision transformer."""

@@ -15,6 +15,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     name = "Qwen3-VL"
     model_types = ("qwen3_vl", "qwen3_vl_moe")
     frames_in_own_spans = True
+    threshold_source = "no published value: Qwen2-VL's (run framefusion calibrate for this model)"
 
     def install_extras(self, engine, model: nn.Module, patches: PatchStack) -> None:
         """Wrap `_deepstack_process` so the visual mask and features are cut to the alive tokens."""

@@ -135,6 +135,8 @@ class FrameFusionChat(lmms):
                   "budget": result.budget, "kept_ratio": result.kept_ratio,
                   "prefill_ratio": result.prefill_ratio, "vision_tokens": result.vision_tokens,
                   "importance_queries": result.importance_queries, "frames": result.frames,
+                  "similarity_threshold": result.similarity_threshold, "threshold_source": result.threshold_source,
+                  "params": result.params_as_run(), "answer_ids": result.answer_ids,
                   "tokens_per_layer": result.tokens_per_layer, "timings": timings,
                   "generated_tokens": result.generated_tokens}
         self.stats_file.parent.mkdir(parents=True, exist_ok=True)

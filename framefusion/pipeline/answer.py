@@ -72,11 +72,22 @@ class AskResult:
     first_token_logits: torch.Tensor | None = field(default=None, repr=False)  # [vocab] float32 on CPU
     generated_tokens: int = 0
     clips: list[VideoClip] = field(default_factory=list, repr=False)  # what the model saw (after the method's pick)
+    answer_ids: list[int] = field(default_factory=list)  # the generated token ids (to compare runs token for token)
 
     @property
     def importance_queries(self) -> int | None:
         """Query rows the method's prune step averaged attention over (None when nothing was ranked by attention)."""
         return self.stats.importance_queries if self.stats is not None else None
+
+    @property
+    def similarity_threshold(self) -> float | None:
+        """FrameFusion's S_threshold that ran (None for the other methods)."""
+        return self.stats.similarity_threshold if self.stats is not None else None
+
+    @property
+    def threshold_source(self) -> str | None:
+        """Where FrameFusion's threshold came from: given, calibrated (on how many videos), or the family default."""
+        return self.stats.threshold_source if self.stats is not None else None
 
     @property
     def prefill_ratio(self) -> float:
@@ -100,11 +111,21 @@ class AskResult:
             "kept_ratio": self.kept_ratio,
             "prefill_ratio": self.prefill_ratio,
             "importance_queries": self.importance_queries,
-            "params": dict(self.params),
+            "similarity_threshold": self.similarity_threshold,
+            "threshold_source": self.threshold_source,
+            "params": self.params_as_run(),
             "tokens_per_layer": list(self.tokens_per_layer),
             "timings": self.timings.to_dict(),
             "peak_memory_bytes": self.peak_memory_bytes,
+            "answer_ids": list(self.answer_ids),
         }
+
+    def params_as_run(self) -> dict[str, Any]:
+        """The method parameters given, with FrameFusion's threshold as it ran (given, calibrated or default)."""
+        params = dict(self.params)
+        if self.similarity_threshold is not None:
+            params["similarity_lower_bound"] = self.similarity_threshold
+        return params
 
 
 @dataclass
@@ -276,4 +297,5 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
         first_token_logits=generation.first_token_logits,
         generated_tokens=int(generation.new_tokens.numel()),
         clips=clips,
+        answer_ids=generation.new_tokens.tolist(),
     )

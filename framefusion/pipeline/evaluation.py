@@ -37,6 +37,8 @@ class ItemResult:
     kept_ratio: float  # achieved budget on this prompt (1.0 when nothing was reduced)
     importance_queries: int | None = None  # query rows the prune importance averaged over (None: not by attention)
     prefill_ratio: float = 1.0  # vision tokens the prefill ran per layer, over N_v (see ReductionStats.prefill_ratio)
+    similarity_threshold: float | None = None  # FrameFusion's S_threshold that ran (None: other methods)
+    threshold_source: str | None = None  # where it came from (given, calibrated, family default)
 
 
 @dataclass
@@ -52,6 +54,8 @@ class MethodScore:
     per_task: dict[str, float] = field(default_factory=dict)  # task -> accuracy
     importance_queries: int | None = None  # query rows the prune importance averaged over (None: not by attention)
     prefill_ratio: float = 1.0  # mean over the items of the vision tokens the prefill ran per layer, over N_v
+    similarity_threshold: float | None = None  # FrameFusion's S_threshold that ran (None: other methods)
+    threshold_source: str | None = None  # where it came from (given, calibrated, family default)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -164,7 +168,9 @@ def evaluate_dataset(
             result = ItemResult(item, prediction, score_answer(prediction, item.answer, item.options),
                                 own.kept_ratio if own is not None else 1.0,
                                 own.importance_queries if own is not None else None,
-                                own.prefill_ratio if own is not None else 1.0)
+                                own.prefill_ratio if own is not None else 1.0,
+                                own.similarity_threshold if own is not None else None,
+                                own.threshold_source if own is not None else None)
             results.append(result)
             if on_item is not None:
                 on_item(result)
@@ -189,4 +195,7 @@ def summarize(method: str, budget: float, results: Sequence[ItemResult]) -> Meth
         per_task={task: sum(marks) / len(marks) for task, marks in sorted(by_task.items())},
         importance_queries=next((r.importance_queries for r in results if r.importance_queries is not None), None),
         prefill_ratio=sum(r.prefill_ratio for r in results) / total if total else 1.0,
+        similarity_threshold=next((r.similarity_threshold for r in results if r.similarity_threshold is not None),
+                                  None),
+        threshold_source=next((r.threshold_source for r in results if r.threshold_source is not None), None),
     )

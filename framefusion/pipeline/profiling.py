@@ -49,6 +49,8 @@ class ProfileRun:
     ideal_speedup: float  # dense / reduced prefill FLOPs by the paper's cost model (1.0 for dense)
     total_s: float  # video + processor + vision + prefill + decode of new_tokens tokens: one request
     new_tokens: int
+    similarity_threshold: float | None = None  # FrameFusion's S_threshold that ran (None: other methods)
+    threshold_source: str | None = None  # where it came from (given, calibrated, family default)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -173,6 +175,8 @@ def _profile_one(loaded: LoadedModel, clip: VideoClip, video_s: float, method: s
         kept_ratio=stats.kept_ratio if stats is not None else 1.0,
         prefill_ratio=stats.prefill_ratio if stats is not None else 1.0,
         importance_queries=stats.importance_queries if stats is not None else None,
+        similarity_threshold=stats.similarity_threshold if stats is not None else None,
+        threshold_source=stats.threshold_source if stats is not None else None,
         video_s=video_s,
         processor_s=median["processor_s"],
         vision_s=median["vision_s"],

@@ -23,11 +23,13 @@ class PrefillReduction(Reducer):
     for the layers in between (budget.prune_ratio's `point`).
     """
 
-    def __init__(self, layout: TokenLayout, config: FrameFusionConfig, stack: DecoderStack, device: torch.device):
+    def __init__(self, layout: TokenLayout, config: FrameFusionConfig, stack: DecoderStack, device: torch.device,
+                 threshold_source: str | None = None):
         if config.importance_queries is None:
             raise ValueError("PrefillReduction needs a resolved importance_queries (FrameFusionConfig.with_family_default)")
         self.layout = layout
         self.config = config
+        self.threshold_source = threshold_source  # where config.similarity_lower_bound comes from (for the records)
         self.query_rows = config.importance_queries  # last prompt rows the prune step's importance averages over
         self.stack = stack
         self.num_layers = stack.num_layers
@@ -164,5 +166,7 @@ class PrefillReduction(Reducer):
             merged_into=self.merged_into.cpu(),
             steps=list(self.steps),
             importance_queries=self.query_rows,
+            similarity_threshold=self.config.similarity_lower_bound,
+            threshold_source=self.threshold_source,
         )
 
