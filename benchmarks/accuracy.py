@@ -18,12 +18,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NAME, DEMO_NUM_FRAMES
 from framefusion.demo.train import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE
+
+from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NAME, DEMO_NUM_FRAMES
 from framefusion.methods import method_names
-from framefusion.pipeline.loading import LoadedModel
 from framefusion.pipeline.evaluation import DatasetItem, MethodScore, evaluate_dataset, load_dataset
-from framefusion.pipeline.loading import load_model
+from framefusion.pipeline.loading import LoadedModel, load_model
 from framefusion.synthetic import TASKS, write_dataset
 
 HELDOUT_QUESTIONS = 600

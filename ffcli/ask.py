@@ -7,14 +7,12 @@ from typing import Annotated
 
 import typer
 
-from framefusion.video import check_video_file
-
 from ffcli import options as o
 from ffcli.errors import note_line, reported_errors
 from ffcli.groups import ModelOptions, ReductionOptions, SamplingOptions
 from ffcli.render import ask_summary, emit_json
-from ffcli.session import (decoding_progress, note_frame_cap, open_model, quiet_libraries, sampling,
-                           seconds_since_start)
+from ffcli.session import decoding_progress, note_frame_cap, open_model, quiet_libraries, sampling, seconds_since_start
+from framefusion.video import check_video_file
 
 
 def ask_command(

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ffcli import options as o
-from ffcli.groups import ModelOptions, ReductionOptions, SamplingOptions
 from ffcli.errors import reported_errors
+from ffcli.groups import ModelOptions, ReductionOptions, SamplingOptions
 from ffcli.render import compare_table, emit_json, progress, scores_table, stderr_console, stdout_console
 from ffcli.session import decoding_progress, note_frame_cap, open_model, quiet_libraries, sampling
 from framefusion.video import check_video_file

@@ -11,8 +11,8 @@ import numpy as np
 import typer
 
 from ffcli import options as o
-from ffcli.groups import ModelOptions, ReductionOptions
 from ffcli.errors import note_line, reported_errors
+from ffcli.groups import ModelOptions, ReductionOptions
 from ffcli.render import emit_json, profile_table, progress, stderr_console, stdout_console
 from ffcli.session import open_model, quiet_libraries
 from framefusion.video import VideoClip, check_video_file

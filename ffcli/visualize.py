@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ffcli import options as o
-from ffcli.groups import ModelOptions, ReductionOptions, SamplingOptions
 from ffcli.errors import reported_errors
+from ffcli.groups import ModelOptions, ReductionOptions, SamplingOptions
 from ffcli.render import emit_json, stdout_console
 from ffcli.session import open_model, quiet_libraries, read_clip
 

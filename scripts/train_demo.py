@@ -34,8 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from framefusion import reduced
 from framefusion.demo import DEMO_IMAGE_SIZE, DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES
-from framefusion.synthetic import ANSWERS, COLORS, QUESTIONS, SHAPES, TASKS, SyntheticSample, iter_dataset
+from framefusion.synthetic import (
+    ANSWERS,
+    COLORS,
+    QUESTIONS,
+    SHAPES,
+    TASKS,
+    SyntheticSample,
+    iter_dataset,
+)
 from framefusion.tiny import build_tiny_model, build_tokenizer
 from framefusion.video import VideoClip, sample_indices
 from framefusion.video.prompting import prepare_inputs
@@ -346,7 +355,8 @@ def train(model: nn.Module, processor: Any, config: TrainConfig, log=print) -> d
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _train_loop(model, processor, config, log)
+        with reduced(model, "dense"):  # the published model's M-RoPE positions, as it is evaluated and used
+            return _train_loop(model, processor, config, log)
     finally:
         torch.set_num_threads(threads_before)
         model.eval()

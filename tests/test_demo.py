@@ -11,10 +11,10 @@ from dataclasses import asdict
 import pytest
 
 from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES, demo_model_path, load_demo
-from scripts.train_demo import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE, ModelSize
-from framefusion.pipeline.loading import LoadedModel
 from framefusion.pipeline.evaluation import evaluate_dataset, load_dataset
+from framefusion.pipeline.loading import LoadedModel
 from framefusion.synthetic import write_dataset
+from scripts.train_demo import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE, ModelSize
 
 SLICE = 40  # the first 40 questions of the benchmark's held-out set (split test, seed 0): 8 per task
 MARGIN = 0.10  # binomial noise of 40 questions around the recorded accuracy is about 3 points

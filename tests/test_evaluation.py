@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from framefusion.api import reduction_description
-from framefusion.pipeline.loading import LoadedModel
 from framefusion.pipeline.evaluation import (
     DatasetItem,
     ItemResult,
@@ -17,6 +16,7 @@ from framefusion.pipeline.evaluation import (
     score_answer,
     summarize,
 )
+from framefusion.pipeline.loading import LoadedModel
 from framefusion.synthetic import write_dataset
 
 # ---------------------------------------------------------------- load_dataset

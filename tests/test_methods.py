@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import generate_reduced, make_random_clip
+from conftest import make_random_clip
 from reference_framefusion import ReferenceResult, capture_dense_inputs, project, reference_greedy_decode
 
 from framefusion import last_stats, reduced, remove_framefusion
@@ -58,10 +58,11 @@ def run_method(model, name, budget, inputs, new_tokens=0):
 @pytest.mark.parametrize("name", REDUCING)
 def test_method_generates_and_meets_the_budget(name, budget, tiny_model_factory):
     model, processor = tiny_model_factory("qwen2_vl", num_layers=12)
-    apply_method(model, name, budget)  # before select_frames: uniform remembers its pick on the model
-    clip = select_frames(name, make_random_clip(16, static_fraction=0.5), budget, model=model)
-    inputs = prepare_inputs(processor, [clip], QUESTION)
-    out, stats = generate_reduced(model, inputs, 3)
+    with reduced(model, name, budget) as run:  # select_frames after install: uniform remembers its pick on the model
+        inputs = prepare_inputs(processor, [run.select_frames(make_random_clip(16, static_fraction=0.5))], QUESTION)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        stats = run.stats
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
     assert stats.method == name
     # 16 frames are 8 Qwen-VL grid frames: uniform can only keep whole grid frames (2/8 for 0.3)
@@ -347,7 +348,7 @@ def test_streamingllm_matches_slow_reference(attention, tiny_model_factory):
 
 # ---- through the comparison runner --------------------------------------------------------------------------
 def test_compare_runs_every_method_at_a_matched_budget(tiny_model_factory):
-    compare = pytest.importorskip("framefusion.pipeline.compare")
+    import framefusion.pipeline.compare as compare
     from framefusion.pipeline.loading import LoadedModel
 
     model, processor = tiny_model_factory("qwen2_vl", num_layers=12)

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from framefusion.core.layout import VideoGrid, layout_from_videos
 from framefusion.core.contract import QueryKeys
+from framefusion.core.layout import VideoGrid, layout_from_videos
+from framefusion.core.patches import PatchStack
 from framefusion.core.stack import DecoderStack
 from framefusion.core.stats import KEPT, PRUNED
 from framefusion.methods import METHODS, apply_method, get_method, method_names, select_frames
@@ -19,9 +20,14 @@ from framefusion.methods.evs import evs_dissimilarity, evs_keep_count, evs_reten
 from framefusion.methods.fastv import fastv_keep, fastv_keep_count, fastv_layer, fastv_point
 from framefusion.methods.oneshot import OneShotReduction, keep_per_video
 from framefusion.methods.streamingllm import StreamingReduction, choose_window, sink_window_allowed, span_positions
-from framefusion.core.patches import PatchStack
-from framefusion.methods.uniform import (SAMPLING_ATTRIBUTE, UniformReduction, UniformSelections, select_uniform_frames,
-                                         uniform_frame_count, uniform_indices)
+from framefusion.methods.uniform import (
+    SAMPLING_ATTRIBUTE,
+    UniformReduction,
+    UniformSelections,
+    select_uniform_frames,
+    uniform_frame_count,
+    uniform_indices,
+)
 from framefusion.methods.vidcom2 import (
     centre_similarities,
     frame_budgets,

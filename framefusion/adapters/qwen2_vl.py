@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from framefusion.core.patches import PatchStack
 from framefusion.adapters.base import FamilyAdapter, split_sizes, token_positions
 from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
+from framefusion.core.patches import PatchStack
 from framefusion.core.positions import install_published_positions
 
 

@@ -18,10 +18,10 @@ from torch import nn
 
 from framefusion.methods.dycoke import apply_dycoke
 from framefusion.methods.evs import apply_evs
-from framefusion.methods.fastvid import apply_fastvid
-from framefusion.methods.holitom import apply_holitom
 from framefusion.methods.fastv import apply_fastv
+from framefusion.methods.fastvid import apply_fastvid
 from framefusion.methods.framefusion import apply_framefusion
+from framefusion.methods.holitom import apply_holitom
 from framefusion.methods.install import install_dense
 from framefusion.methods.streamingllm import apply_streamingllm
 from framefusion.methods.uniform import apply_uniform, select_uniform_frames

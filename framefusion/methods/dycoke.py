@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from framefusion.methods.install import install_reducer
 from framefusion.core.budget import ideal_speedup, paper_layer_cost
 from framefusion.core.prune import attention_importance, keep_most_important
 from framefusion.core.stats import ReductionStats
 from framefusion.methods.common import check_budget, layout_stats, per_video
+from framefusion.methods.install import install_reducer
 from framefusion.methods.oneshot import Stage, StagedReduction
 
 WINDOW = 4  # frames per TTM window

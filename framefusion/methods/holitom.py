@@ -51,12 +51,18 @@ import torch
 from torch import nn
 
 from framefusion.core.patches import PatchStack
-from framefusion.methods.install import install_method
 from framefusion.core.prune import attention_importance, keep_most_important
 from framefusion.methods.clustering import dpc_knn_scores, nearest_centre, top_indices
 from framefusion.methods.common import check_budget
-from framefusion.methods.oneshot import (Selection, Stage, StagedReduction, check_saliency, keep_per_video,
-                                         saliency_source)
+from framefusion.methods.install import install_method
+from framefusion.methods.oneshot import (
+    Selection,
+    Stage,
+    StagedReduction,
+    check_saliency,
+    keep_per_video,
+    saliency_source,
+)
 
 REFERENCE_LAYER, REFERENCE_DEPTH = 18, 28  # the authors' inner layer on Qwen2-7B
 

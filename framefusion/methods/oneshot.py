@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from framefusion.adapters import adapter_for
-from framefusion.core.patches import PatchStack
-from framefusion.methods.install import install_method
-from framefusion.core.layout import TokenLayout
 from framefusion.core.contract import QueryKeys, Reducer
+from framefusion.core.layout import TokenLayout
+from framefusion.core.patches import PatchStack
 from framefusion.core.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
 from framefusion.methods.common import check_budget, layout_stats, per_video
+from framefusion.methods.install import install_method
 
 
 @dataclass

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from framefusion.adapters import adapter_for, decoder_stack
-from framefusion.methods.install import install_reducer
 from framefusion.core.budget import layer_flops
 from framefusion.core.contract import Reducer
 from framefusion.core.hooks import as_attention_mask
 from framefusion.core.layout import TokenLayout
 from framefusion.core.stats import KEPT, PRUNED, ReductionStats, StepRecord
 from framefusion.methods.common import check_budget, layout_stats
+from framefusion.methods.install import install_reducer
 
 SINK_TOKENS = 8  # the paper's attention sink size (appendix 7)
 

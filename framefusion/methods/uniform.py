@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from framefusion.core.patches import PatchStack
-from framefusion.methods.install import install_method
 from framefusion.core.budget import ideal_speedup, kept_ratio, paper_layer_cost
 from framefusion.core.layout import TokenLayout, VideoGrid
+from framefusion.core.patches import PatchStack
 from framefusion.core.stats import ReductionStats
 from framefusion.methods.common import check_budget, per_video
+from framefusion.methods.install import install_method
 from framefusion.methods.oneshot import OneShotReduction
 from framefusion.video import VideoClip
 
