@@ -50,7 +50,10 @@ def is_linear(layer) -> bool:
 
 
 def capture_dense_inputs(model, inputs, layers, text_model):
-    """Run the dense model once, capturing layer 0's input embeddings, cos/sin, and deepstack inputs."""
+    """Run the dense model as published (`dense`: Qwen2-VL / Qwen2.5-VL with the original M-RoPE positions) once,
+    capturing layer 0's input embeddings, cos/sin, and deepstack inputs."""
+    from framefusion import reduced
+
     captured = {}
 
     def layer0_hook(module, args, kwargs):
@@ -64,7 +67,7 @@ def capture_dense_inputs(model, inputs, layers, text_model):
     handles = [layers[0].register_forward_pre_hook(layer0_hook, with_kwargs=True),
                text_model.register_forward_pre_hook(text_hook, with_kwargs=True)]
     try:
-        with torch.no_grad():
+        with reduced(model, "dense"), torch.no_grad():
             model(**inputs, use_cache=False)
     finally:
         for handle in handles:

@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 import framefusion.pipeline
 import framefusion.pipeline.loading
 from ffcli.errors import OneLineErrors
+from ffcli.groups import SamplingOptions
 from ffcli.main import app
 from framefusion.pipeline.visualize import BLANK_RGB, HEADER
 
@@ -75,7 +76,7 @@ def test_command_help(command, extra):
 def test_command_descriptions_are_reflowed_paragraphs():
     """Typer prints a single line break of the help text as it stands: each paragraph must be one line."""
     commands = typer.main.get_command(app).commands
-    assert sorted(commands) == ["ask", "compare", "profile", "visualize"]
+    assert sorted(commands) == ["ask", "calibrate", "compare", "profile", "visualize"]
     for name, command in commands.items():
         paragraphs = command.help.split("\n\n")
         assert all(paragraph and "\n" not in paragraph for paragraph in paragraphs), name
@@ -194,9 +195,10 @@ def test_compare_dataset(model_args, dataset_file):  # noqa: F811
     assert [s["method"] for s in payload["scores"]] == ["dense", "framefusion"]
     for score in payload["scores"]:
         assert set(score) == {"method", "budget", "accuracy", "correct", "total", "kept_ratio", "per_task",
-                              "importance_queries", "prefill_ratio"}
+                              "importance_queries", "prefill_ratio", "similarity_threshold", "threshold_source"}
         assert score["total"] == 2 and 0.0 <= score["accuracy"] <= 1.0
     assert [s["importance_queries"] for s in payload["scores"]] == [None, 4]
+    assert [s["similarity_threshold"] for s in payload["scores"]] == [None, 0.5]  # Qwen2-VL's, the authors' value
     table = run("compare", "--dataset", dataset_file, *model_args, "--frames", "8", "--max-new-tokens", "1",
                 "--method", "dense")
     assert table.exit_code == 0 and "accuracy" in table.stdout
@@ -241,7 +243,8 @@ def test_visualize_writes_the_figures(model_args, video_file, tmp_path):  # noqa
     assert result.exit_code == 0, result.stderr
     payload = single_json(result.stdout)
     assert set(payload) == {"model", "method", "budget", "frames", "vision_tokens", "kept_ratio", "prefill_ratio",
-                            "importance_queries", "params", "num_layers", "point", "files"}
+                            "importance_queries", "params", "num_layers", "point", "files", "similarity_threshold",
+                            "threshold_source"}
     assert [Path(p).name for p in payload["files"]] == list(VISUALIZE_FILES)
     for name in VISUALIZE_FILES:
         with Image.open(out / name) as image:
@@ -443,7 +446,7 @@ def test_read_clip_reports_decoding_progress(video_file, monkeypatch):  # noqa: 
 
     updates = []
     monkeypatch.setattr(render.DelayedProgress, "update", lambda self, done, total: updates.append((done, total)))
-    clip = session.read_clip(str(video_file), 8, None, "av")
+    clip = session.read_clip(str(video_file), SamplingOptions(frames=8, fps=None, decoder="av"))
     assert clip.num_frames == 8 and updates and updates[-1][0] == updates[-1][1]  # ends complete
 
 

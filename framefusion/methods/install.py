@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from framefusion.adapters import adapter_for
+from framefusion.adapters import UnsupportedModelError, adapter_for
 from framefusion.core.contract import ReducerFactory
 from framefusion.core.engine import ReductionEngine
 from framefusion.core.patches import PatchStack, clear_patches, patches_of
@@ -46,7 +46,12 @@ def install_method(model: nn.Module, description: str, build: ReducerBuilder | N
 
 
 def install_dense(model: nn.Module) -> nn.Module:
-    """The unreduced model as published: no reducer, the published positions (what `dense` runs)."""
+    """The unreduced model as published: no reducer, the published positions (what `dense` runs); a model of no
+    supported family is left as it is."""
+    try:
+        adapter_for(model)
+    except UnsupportedModelError:
+        return remove_reduction(model)
     return install_method(model, "dense", None)
 
 

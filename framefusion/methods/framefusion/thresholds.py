@@ -78,8 +78,10 @@ def read_store(path: Path | None = None) -> dict[str, Any]:
 
 
 def stored_calibration(model: nn.Module) -> dict[str, Any] | None:
-    """The calibration stored for this model, or None."""
-    record = read_store().get(model_fingerprint(model))
+    """The calibration stored for this model, or None (the model's weights are only hashed when some calibration
+    is stored)."""
+    store = read_store()
+    record = store.get(model_fingerprint(model)) if store else None
     return record if isinstance(record, dict) and isinstance(record.get("threshold"), (int, float)) else None
 
 
