@@ -72,6 +72,7 @@ class AskResult:
     stats: ReductionStats | None = field(default=None, repr=False)
     first_token_logits: torch.Tensor | None = field(default=None, repr=False)  # [vocab] float32 on CPU
     generated_tokens: int = 0
+    answer_ids: list[int] = field(default_factory=list)  # the generated token ids (greedy: comparable token for token)
     clips: list[VideoClip] = field(default_factory=list, repr=False)  # what the model saw (after the method's pick)
 
     @property
@@ -93,6 +94,7 @@ class AskResult:
         """The JSON object `framefusion ask --json` prints."""
         return {
             "answer": self.answer,
+            "answer_ids": list(self.answer_ids),
             "model": self.model,
             "method": self.method,
             "budget": self.budget,
@@ -279,5 +281,6 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
         stats=stats,
         first_token_logits=generation.first_token_logits,
         generated_tokens=int(generation.new_tokens.numel()),
+        answer_ids=[int(token) for token in generation.new_tokens],
         clips=clips,
     )

@@ -93,10 +93,12 @@ class LlavaQwenMultimodal(nn.Module):
             inputs_embeds = self.language_model.embed_tokens(input_ids)
             if pixel_values_videos is not None:
                 inputs_embeds = self._place(inputs_embeds, input_ids, self.config.video_token_id,
-                                            lambda: self.get_video_features(pixel_values_videos), "video")
+                                            lambda: self.get_video_features(pixel_values_videos=pixel_values_videos),
+                                            "video")
             if pixel_values is not None:
                 inputs_embeds = self._place(inputs_embeds, input_ids, self.config.image_token_id,
-                                            lambda: self.get_image_features(pixel_values, image_sizes, image_tiles),
+                                            lambda: self.get_image_features(pixel_values=pixel_values, image_sizes=image_sizes,
+                                                                            image_tiles=image_tiles),
                                             "image")
         return self.language_model(inputs_embeds=inputs_embeds, **kwargs)
 

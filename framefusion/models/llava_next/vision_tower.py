@@ -9,7 +9,8 @@ weights of the layers kept. Here the configuration is looked up in this order:
 2. `mm_vision_tower` as a hub id whose config.json is in the local Hugging Face cache (nothing is downloaded);
 3. otherwise the published configuration of google/siglip-so400m-patch14-384 (its config.json's vision_config,
    which is also what LLaVA-NeXT's own SigLipVisionConfig defaults to), with every size the checkpoint's weights
-   fix (width, FFN width, depth, patch size, image size) read from the weights. The head count, activation and
+   fix (width, FFN width, depth, patch size, patches per side) read from the weights; the image size stays 384
+   where 384 // patch size gives that many patches per side (so400m: 384 // 14 = 27), else patches x patch size. The head count, activation and
    layer-norm epsilon cannot be read from weights: they stay so400m's (16 heads, gelu_pytorch_tanh, 1e-6).
 """
 
@@ -86,7 +87,8 @@ def _from_weights(weights: CheckpointWeights) -> dict[str, Any]:
     ffn = weights.shape(TOWER_PREFIX + "encoder.layers.0.mlp.fc1.weight")  # [ffn, width]
     side = math.isqrt(positions[0])
     values = dict(SO400M_384)
-    values.update(hidden_size=patch[0], num_channels=patch[1], patch_size=patch[2], image_size=side * patch[2],
+    image_size = SO400M_384["image_size"] if SO400M_384["image_size"] // patch[2] == side else side * patch[2]
+    values.update(hidden_size=patch[0], num_channels=patch[1], patch_size=patch[2], image_size=image_size,
                   intermediate_size=ffn[0],
                   num_hidden_layers=weights.count_layers(TOWER_PREFIX + "encoder.layers.") + 1)  # LLaVA drops one
     if values["hidden_size"] % values["num_attention_heads"]:

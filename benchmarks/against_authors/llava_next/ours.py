@@ -1,0 +1,63 @@
+"""Our side: the tiny original-format checkpoint, the lossless clip, and framefusion's answers on it.
+
+    python ours.py WORK_DIR        (this repository's venv; writes everything under WORK_DIR)
+
+Writes ckpt/ (the checkpoint), hub/ (its tower repository, for LLaVA-NeXT's loader), clip.mkv, frames.npy (the
+frames framefusion samples from the clip: what both sides see), inputs.pt (our input_ids and pixel tensor),
+job.json (question, regimes, generation length for theirs.py), ours.json and ours_logits.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from recipe import FRAMES, MAX_NEW_TOKENS, QUESTION, REGIMES, weights_digest, write_checkpoint, write_clip  # noqa: E402
+
+from framefusion.pipeline.answer import ask, model_inputs  # noqa: E402
+from framefusion.pipeline.loading import load_model  # noqa: E402
+from framefusion.video import Sampling  # noqa: E402
+
+
+def main(work: Path) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = write_checkpoint(work / "ckpt", tower_cache=work / "hub")
+    clip_file = write_clip(work / "clip.mkv")
+    loaded = load_model(str(ckpt), device="cpu", dtype="fp32")
+    clip = Sampling(num_frames=FRAMES).load(clip_file)
+    np.save(work / "frames.npy", clip.frames)
+    inputs = model_inputs(loaded, [clip], QUESTION)
+    torch.save({key: value for key, value in inputs.items()}, work / "inputs.pt")
+    with torch.inference_mode():
+        dense_logits = loaded.model(**inputs).logits[0].float()  # [N, vocab]
+    results, first_logits = {}, {"dense_prefill": dense_logits}
+    runs = {"dense": ("dense", 1.0, {})}
+    runs.update({name: ("framefusion", cost, {"similarity_lower_bound": sim, "ratio_lower_bound": low})
+                 for name, (cost, sim, low) in REGIMES.items()})
+    for name, (method, budget, params) in runs.items():
+        result = ask(loaded, clip, QUESTION, method=method, budget=budget, params=params,
+                     max_new_tokens=MAX_NEW_TOKENS)
+        steps = [(step.point, step.kind, step.removed) for step in result.stats.steps] if result.stats else []
+        results[name] = {
+            "method": method, "budget": budget, "params": params,
+            "answer_ids": [int(i) for i in result.answer_ids], "tokens_per_layer": list(result.tokens_per_layer),
+            "vision_tokens": result.vision_tokens, "frames": result.frames, "kept_ratio": result.kept_ratio,
+            "steps": steps,
+        }
+        first_logits[name] = result.first_token_logits
+        print(f"ours: {name}: {results[name]['answer_ids']} layers {result.tokens_per_layer[:4]}... steps {steps}")
+    torch.save(first_logits, work / "ours_logits.pt")
+    (work / "ours.json").write_text(json.dumps({"weights_sha256": weights_digest(ckpt), "runs": results}, indent=1))
+    (work / "job.json").write_text(json.dumps({"question": QUESTION, "max_new_tokens": MAX_NEW_TOKENS,
+                                               "regimes": REGIMES,
+                                               "video_token_id": loaded.model.config.video_token_id}))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
