@@ -22,8 +22,8 @@ from framefusion.models.llava_next.settings import MODEL_ARGS, settings_from_con
 from framefusion.models.llava_next.vision_tower import TOWER_PREFIX, tower_config
 from framefusion.models.llava_next.weights import CheckpointWeights, save_weights, to_ours
 
-__all__ = ["MODEL_ARGS", "LlavaQwenForVideo", "LlavaQwenProcessor", "LlavaQwenVideoConfig", "load", "save_original",
-           "tower_body"]
+__all__ = ["MODEL_ARGS", "LlavaQwenForVideo", "LlavaQwenProcessor", "LlavaQwenVideoConfig", "load", "make_processor",
+           "native_config", "save_original", "tower_body"]
 
 
 def load(folder: Path, *, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
@@ -31,16 +31,29 @@ def load(folder: Path, *, dtype: torch.dtype = torch.float32, attn_implementatio
     """(model in eval mode on the CPU, processor) of a LlavaQwen checkpoint folder; model_args override config keys."""
     folder = Path(folder)
     original = json.loads((folder / "config.json").read_text())
-    settings = settings_from_config(original, model_args)
     weights = CheckpointWeights(folder)
-    vision, source = tower_config(settings.mm_vision_tower, weights, settings.mm_vision_select_layer)
     tokenizer = load_tokenizer(folder)
-    video_id, image_id = placeholder_ids(len(tokenizer), int(original["vocab_size"]))
-    config = build_config(original, settings, vision, source, video_id, image_id)
+    config = native_config(original, tokenizer_size=len(tokenizer), model_args=model_args, weights=weights)
     model = build_model(config, weights, dtype, attn_implementation)
     _generation_config(model, folder, tokenizer)
-    processor = LlavaQwenProcessor(tokenizer, settings, vision.image_size, vision.patch_size, video_id, image_id)
-    return model, processor
+    return model, make_processor(tokenizer, config)
+
+
+def native_config(original: dict[str, Any], *, tokenizer_size: int, model_args: dict[str, str] | None = None,
+                  weights: CheckpointWeights | None = None) -> LlavaQwenVideoConfig:
+    """The native model's config from an original config.json (and the checkpoint's weights, which fix the tower's
+    sizes when its configuration is not cached; None: a random-weight build, so400m's published sizes)."""
+    settings = settings_from_config(original, model_args)
+    vision, source = tower_config(settings.mm_vision_tower, weights, settings.mm_vision_select_layer)
+    video_id, image_id = placeholder_ids(tokenizer_size, int(original["vocab_size"]))
+    return build_config(original, settings, vision, source, video_id, image_id)
+
+
+def make_processor(tokenizer: Any, config: LlavaQwenVideoConfig) -> LlavaQwenProcessor:
+    """The processor of a native model's config with this tokenizer."""
+    vision = config.vision_config
+    return LlavaQwenProcessor(tokenizer, config.settings, vision.image_size, vision.patch_size, config.video_token_id,
+                              config.image_token_id)
 
 
 def load_tokenizer(folder: Path) -> Any:

@@ -40,20 +40,24 @@ TOWER_PREFIX = "model.vision_tower.vision_tower.vision_model."
 CONFIG_FIELDS = tuple(SO400M_384)
 
 
-def tower_config(name: str, weights: CheckpointWeights, select_layer: int) -> tuple[SiglipVisionConfig, str]:
-    """(config of the layers the features use, where the tower's configuration came from)."""
+def tower_config(name: str, weights: CheckpointWeights | None, select_layer: int) -> tuple[SiglipVisionConfig, str]:
+    """(config of the layers the features use, where the tower's configuration came from); weights None: a
+    random-weight build, which takes so400m's published sizes when the configuration is not cached."""
     if "siglip" not in name.lower() and not Path(name).expanduser().is_dir():
         raise ValueError(f"mm_vision_tower={name!r}: only SigLIP towers are supported (LlavaQwen checkpoints use "
                          "google/siglip-so400m-patch14-384)")
     found = _configured(name)
     if found is not None:
         values, source = found
+    elif weights is None:
+        values, source = dict(SO400M_384), f"{name} is not in the local Hugging Face cache: the published " \
+                                           "google/siglip-so400m-patch14-384 configuration"
     else:
         values, source = _from_weights(weights), f"{name} is not in the local Hugging Face cache: the published " \
                                                  "google/siglip-so400m-patch14-384 configuration, sizes from the weights"
     total = int(values["num_hidden_layers"])
     values["num_hidden_layers"] = layers_used(total, select_layer)
-    have = weights.count_layers(TOWER_PREFIX + "encoder.layers.")
+    have = weights.count_layers(TOWER_PREFIX + "encoder.layers.") if weights is not None else values["num_hidden_layers"]
     if have < values["num_hidden_layers"]:
         raise ValueError(f"the checkpoint holds {have} vision-tower layers but mm_vision_select_layer="
                          f"{select_layer} of a {total}-layer tower needs {values['num_hidden_layers']}")
