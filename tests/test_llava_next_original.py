@@ -168,7 +168,7 @@ def test_round_trip_keeps_the_original_names_and_the_logits(checkpoint, loaded, 
     with safe_open(str(saved / "model.safetensors"), "pt") as a, safe_open(str(checkpoint / "model.safetensors"),
                                                                           "pt") as b:
         assert set(a.keys()) == set(b.keys())
-        assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+        assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a)
     sharded = save_original(loaded.model, tmp_path / "sharded", tokenizer_folder=checkpoint, max_shard_bytes=200_000)
     assert (sharded / "model.safetensors.index.json").is_file()
     for folder in (saved, sharded):
@@ -288,3 +288,18 @@ def test_ask_json_matches_llava_next_and_the_authors_framefusion(tmp_path):
         result = CliRunner().invoke(app, check.ask_arguments(video, ckpt, run), prog_name="framefusion")
         assert result.exit_code == 0, result.output
         assert check.differences(name, run, json.loads(result.stdout)) == []
+
+
+def test_a_hub_id_loads_from_the_local_cache_offline(checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--lmms-lab--LLaVA-Video-7B-Qwen2"
+    shutil.copytree(checkpoint, repo / "snapshots" / ("1" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("1" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = load_model("lmms-lab/LLaVA-Video-7B-Qwen2", device="cpu")
+    assert loaded.model.config.model_type == "llava_qwen" and loaded.name == "lmms-lab/LLaVA-Video-7B-Qwen2"

@@ -18,11 +18,11 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from recipe import FRAMES, MAX_NEW_TOKENS, QUESTION, REGIMES, weights_digest, write_checkpoint, write_clip  # noqa: E402
+from recipe import FRAMES, MAX_NEW_TOKENS, QUESTION, REGIMES, weights_digest, write_checkpoint, write_clip
 
-from framefusion.pipeline.answer import ask, model_inputs  # noqa: E402
-from framefusion.pipeline.loading import load_model  # noqa: E402
-from framefusion.video import Sampling  # noqa: E402
+from framefusion.pipeline.answer import ask, model_inputs
+from framefusion.pipeline.loading import load_model
+from framefusion.video import Sampling
 
 
 def main(work: Path) -> None:

@@ -19,15 +19,15 @@ WORK = Path(sys.argv[1]).resolve()
 os.environ["HF_HUB_CACHE"] = str(WORK / "hub")  # the tiny tower repository LLaVA-NeXT's SigLipVisionTower loads
 os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"  # llava.conversation reaches for the hub
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
+import numpy as np
+import torch
+from transformers import AutoTokenizer
 
-import llava.model  # noqa: E402
-from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX  # noqa: E402
-from llava.conversation import conv_templates  # noqa: E402
-from llava.mm_utils import tokenizer_image_token  # noqa: E402
-from llava.model.language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM  # noqa: E402
+import llava.model
+from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+from llava.conversation import conv_templates
+from llava.mm_utils import tokenizer_image_token
+from llava.model.language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
 
 
 def _no_nvila(name):
@@ -40,7 +40,7 @@ def _no_nvila(name):
 
 
 llava.model.__getattr__ = _no_nvila
-from framefusion.interface import apply_framefusion  # noqa: E402  (the authors' package)
+from framefusion.interface import apply_framefusion  # the authors' package
 
 
 def load_model(ckpt: Path):

@@ -69,7 +69,7 @@ class LlavaQwenMultimodal(nn.Module):
 
     def get_video_features(self, pixel_values_videos: torch.Tensor) -> list[torch.Tensor]:
         """[V, T, 3, H, W] frames -> per video [tokens, D]: pooled frames with their newline tokens."""
-        videos, frames = pixel_values_videos.shape[:2]
+        frames = pixel_values_videos.shape[1]
         projected = self.encode(pixel_values_videos.flatten(0, 1))  # [V * T, side * side, D]
         side, settings = self.patches_per_side, self.config.settings
         return [arrange_video(pool_frames(chunk, side, settings), self.image_newline, settings)

@@ -13,6 +13,8 @@ interface framefusion.video.prompting uses.
 
 from __future__ import annotations
 
+import copy
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -228,8 +230,6 @@ def _text(content: Any) -> str:
 
 
 def _with_indices(meta: Any, indices: list[int]) -> Any:
-    import copy
-
     meta = copy.copy(meta)
     meta.frames_indices = indices
     return meta
@@ -237,8 +237,6 @@ def _with_indices(meta: Any, indices: list[int]) -> Any:
 
 def _resize_and_pad(image: Image.Image, target: tuple[int, int]) -> Image.Image:
     """Fit `image` into `target` (width, height) keeping its aspect, centred on black (LLaVA-NeXT's anyres)."""
-    import math
-
     width, height = image.size
     target_w, target_h = target
     if target_w / width < target_h / height:

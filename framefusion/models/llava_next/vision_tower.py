@@ -36,6 +36,7 @@ SO400M_384 = {  # google/siglip-so400m-patch14-384, config.json "vision_config" 
     "layer_norm_eps": 1e-6,
     "attention_dropout": 0.0,
 }
+SO400M_NAME = "google/siglip-so400m-patch14-384"
 TOWER_PREFIX = "model.vision_tower.vision_tower.vision_model."
 CONFIG_FIELDS = tuple(SO400M_384)
 
@@ -50,11 +51,12 @@ def tower_config(name: str, weights: CheckpointWeights | None, select_layer: int
     if found is not None:
         values, source = found
     elif weights is None:
-        values, source = dict(SO400M_384), f"{name} is not in the local Hugging Face cache: the published " \
-                                           "google/siglip-so400m-patch14-384 configuration"
+        values = dict(SO400M_384)
+        source = f"{name} is not in the local Hugging Face cache: the published {SO400M_NAME} configuration"
     else:
-        values, source = _from_weights(weights), f"{name} is not in the local Hugging Face cache: the published " \
-                                                 "google/siglip-so400m-patch14-384 configuration, sizes from the weights"
+        values = _from_weights(weights)
+        source = (f"{name} is not in the local Hugging Face cache: the published {SO400M_NAME} configuration, "
+                  "sizes from the weights")
     total = int(values["num_hidden_layers"])
     values["num_hidden_layers"] = layers_used(total, select_layer)
     have = weights.count_layers(TOWER_PREFIX + "encoder.layers.") if weights is not None else values["num_hidden_layers"]
