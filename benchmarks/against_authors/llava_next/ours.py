@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from recipe import FRAMES, MAX_NEW_TOKENS, QUESTION, REGIMES, weights_digest, write_checkpoint, write_clip
+from recipe import (FRAMES, IMAGE_QUESTION, MAX_NEW_TOKENS, QUESTION, REGIMES, test_images, weights_digest,
+                    write_checkpoint, write_clip)
 
 from framefusion.pipeline.answer import ask, model_inputs
 from framefusion.pipeline.loading import load_model
@@ -52,9 +54,22 @@ def main(work: Path) -> None:
         }
         first_logits[name] = result.first_token_logits
         print(f"ours: {name}: {results[name]['answer_ids']} layers {result.tokens_per_layer[:4]}... steps {steps}")
+    images = test_images()
+    np.savez(work / "images.npz", *images)
+    for index, image in enumerate(images):  # dense, one image per prompt (llava_onevision's anyres_max_9 tiling)
+        image_inputs = model_inputs(loaded, [], IMAGE_QUESTION, images=[Image.fromarray(image)])
+        with torch.inference_mode():
+            first_logits[f"image_{index}_prefill"] = loaded.model(**image_inputs).logits[0].float()
+            out = loaded.model.generate(**image_inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+        results[f"image_{index}"] = {"answer_ids": out[0, image_inputs["input_ids"].shape[1]:].tolist(),
+                                     "tiles": int(image_inputs["image_tiles"][0]),
+                                     "image_tokens": int((image_inputs["input_ids"] ==
+                                                          loaded.model.config.image_token_id).sum())}
+        print(f"ours: image_{index}: {results[f'image_{index}']}")
     torch.save(first_logits, work / "ours_logits.pt")
     (work / "ours.json").write_text(json.dumps({"weights_sha256": weights_digest(ckpt), "runs": results}, indent=1))
     (work / "job.json").write_text(json.dumps({"question": QUESTION, "max_new_tokens": MAX_NEW_TOKENS,
+                                               "image_question": IMAGE_QUESTION,
                                                "regimes": REGIMES,
                                                "video_token_id": loaded.model.config.video_token_id}))
 

@@ -48,6 +48,20 @@ def clip_frames() -> np.ndarray:
     return frames
 
 
+IMAGE_QUESTION = "Describe the image."
+IMAGE_SIZES = ((900, 500), (1600, 1200))  # (width, height): 3 x 2 tiles; 6 x 5 tiles, scaled down by anyres_max_9
+
+
+def test_images() -> list[np.ndarray]:
+    """[H, W, 3] uint8 images, smooth enough to look like something, of IMAGE_SIZES."""
+    rng = np.random.default_rng(1)
+    images = []
+    for width, height in IMAGE_SIZES:
+        coarse = rng.integers(0, 256, size=(height // 50 + 1, width // 50 + 1, 3), dtype=np.uint8)
+        images.append(np.repeat(np.repeat(coarse, 50, axis=0), 50, axis=1)[:height, :width].copy())
+    return images
+
+
 def write_clip(path: str | Path) -> Path:
     """The clip as a lossless FFV1 (bgr0) .mkv at CLIP_FPS."""
     import av

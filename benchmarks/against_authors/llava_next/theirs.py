@@ -21,12 +21,13 @@ os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"  # llava
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import AutoTokenizer
 
 import llava.model
 from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
-from llava.mm_utils import tokenizer_image_token
+from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
 
 
@@ -100,8 +101,24 @@ def main() -> None:
                                                                             ["video"])
         vision_tokens = embeds.shape[1] - (ids.shape[1] - 1)
         dense_logits = model(input_ids=ids, images=[video], modalities=["video"]).logits[0].float()
-    counts = kv_counter(model)
     results, logits = {}, {"dense_prefill": dense_logits}
+    stored = np.load(WORK / "images.npz")
+    for index in range(len(stored.files)):  # dense image prompts as lmms-eval's llava_onevision writes them, before
+        # the authors' FrameFusion replaces prepare_inputs_labels_for_multimodal (its copy handles videos only)
+        image = Image.fromarray(stored[f"arr_{index}"])
+        tiles = process_images([image], processor, model.config)  # anyres_max_9: [1, tiles, 3, 384, 384]
+        image_ids = prompt_ids(tokenizer, job["image_question"])
+        with torch.inference_mode():
+            logits[f"image_{index}_prefill"] = model(input_ids=image_ids, images=tiles, image_sizes=[image.size],
+                                                     modalities=["image"]).logits[0].float()
+            out = model.generate(inputs=image_ids, images=tiles, image_sizes=[image.size], modalities=["image"],
+                                 attention_mask=torch.ones_like(image_ids), do_sample=False, num_beams=1,
+                                 max_new_tokens=job["max_new_tokens"], pad_token_id=tokenizer.pad_token_id)
+        results[f"image_{index}"] = {"answer_ids": out[0].tolist(), "tiles": int(tiles.shape[1]),
+                                     "image_tokens": int(logits[f"image_{index}_prefill"].shape[0]
+                                                         - (image_ids.shape[1] - 1))}
+        print(f"theirs: image_{index}: {results[f'image_{index}']}")
+    counts = kv_counter(model)
     runs = [("dense", None)] + [(name, tuple(values)) for name, values in job["regimes"].items()]
     for name, regime in runs:
         if regime is not None:
