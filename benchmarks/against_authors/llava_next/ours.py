@@ -19,7 +19,7 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from recipe import (FRAMES, IMAGE_QUESTION, MAX_NEW_TOKENS, QUESTION, REGIMES, test_images, weights_digest,
+from recipe import (FRAMES, IMAGE_QUESTION, MAX_NEW_TOKENS, QUESTION, REGIMES, image_arrays, weights_digest,
                     write_checkpoint, write_clip)
 
 from framefusion.pipeline.answer import ask, model_inputs
@@ -54,7 +54,7 @@ def main(work: Path) -> None:
         }
         first_logits[name] = result.first_token_logits
         print(f"ours: {name}: {results[name]['answer_ids']} layers {result.tokens_per_layer[:4]}... steps {steps}")
-    images = test_images()
+    images = image_arrays()
     np.savez(work / "images.npz", *images)
     for index, image in enumerate(images):  # dense, one image per prompt (llava_onevision's anyres_max_9 tiling)
         image_inputs = model_inputs(loaded, [], IMAGE_QUESTION, images=[Image.fromarray(image)])

@@ -52,7 +52,7 @@ IMAGE_QUESTION = "Describe the image."
 IMAGE_SIZES = ((900, 500), (1600, 1200))  # (width, height): 3 x 2 tiles; 6 x 5 tiles, scaled down by anyres_max_9
 
 
-def test_images() -> list[np.ndarray]:
+def image_arrays() -> list[np.ndarray]:
     """[H, W, 3] uint8 images, smooth enough to look like something, of IMAGE_SIZES."""
     rng = np.random.default_rng(1)
     images = []
