@@ -6,6 +6,7 @@ from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter
 from framefusion.adapters.internvl import InternVLAdapter
+from framefusion.adapters.llava_next import LlavaNextAdapter
 from framefusion.adapters.llava_next_video import LlavaNextVideoAdapter
 from framefusion.adapters.llava_onevision import LlavaOneVisionAdapter
 from framefusion.adapters.minicpm import MiniCPMV4_6Adapter, MiniCPMV4_7Adapter
@@ -21,6 +22,7 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
     Qwen3VLAdapter(),
     LlavaOneVisionAdapter(),
     LlavaNextVideoAdapter(),
+    LlavaNextAdapter(),
     InternVLAdapter(),
     Qwen3_5Adapter(),
     MiniCPMV4_6Adapter(),

@@ -27,9 +27,8 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 
 from framefusion.methods import get_method, method_parameter_names
-from framefusion.models import ModelArgError
 from framefusion.pipeline import ask
-from framefusion.pipeline.loading import load_model
+from framefusion.pipeline.loading import ModelArgumentError, load_model
 from framefusion.video import Sampling
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".flv", ".wmv", ".mpeg", ".mpg", ".ts", ".gif"}
@@ -81,7 +80,7 @@ class FrameFusionChat(lmms):
                                      attn=str(args["attn"]), random_weights=bool(args["random_weights"]),
                                      width_scale=None if args["width_scale"] is None else float(args["width_scale"]),
                                      model_args=checkpoint_args)
-        except ModelArgError as error:
+        except ModelArgumentError as error:
             known = sorted({*MODEL_ARGS, *method_params, *error.known})
             raise ValueError(f"framefusion: unknown model_args {', '.join(error.unknown)}; known: "
                              f"{', '.join(known)}") from None

@@ -41,7 +41,10 @@ class OriginalFormat:
         return importlib.import_module(f"framefusion.models.{self.module}")
 
 
-FORMATS: tuple[OriginalFormat, ...] = ()
+FORMATS: tuple[OriginalFormat, ...] = (
+    # config.json says model_type "llava" (transformers' own LLaVA type): architectures decide first
+    OriginalFormat("LLaVA-NeXT (LlavaQwen)", "llava_next", architectures=("LlavaQwenForCausalLM",)),
+)
 
 
 class ModelArgError(ValueError):

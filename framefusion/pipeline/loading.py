@@ -29,6 +29,15 @@ class ModelLoadError(RuntimeError):
     """A model that cannot be found or loaded, with a one-line message saying what to do."""
 
 
+class ModelArgumentError(ModelLoadError):
+    """Model arguments (--model-arg, lmms-eval model_args) the checkpoint does not take, or cannot use."""
+
+    def __init__(self, message: str, unknown: list[str] | None = None, known: list[str] | None = None):
+        super().__init__(message)
+        self.unknown = list(unknown or [])  # the keys it does not take
+        self.known = list(known or [])  # the keys it takes
+
+
 @dataclass
 class LoadedModel:
     """A model ready for inference, with the processor and the settings it was loaded with."""
@@ -162,9 +171,10 @@ def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "
                                           model_args)
         return LoadedModel(model.to(torch_device).eval(), processor, name_or_path, torch_device, torch_dtype)
     if model_args:
-        raise ModelArgError(f"model arguments ({', '.join(sorted(model_args))}; --model-arg, lmms-eval model_args) "
-                            "apply to checkpoints in an original format (LLaVA-NeXT, InternVL2.5, MiniCPM-V 2.6, "
-                            f"NVILA); {name_or_path} is a transformers checkpoint", sorted(model_args))
+        raise ModelArgumentError(f"model arguments ({', '.join(sorted(model_args))}; --model-arg, lmms-eval "
+                                 "model_args) apply to checkpoints in an original format (LLaVA-NeXT, InternVL2.5, "
+                                 f"MiniCPM-V 2.6, NVILA); {name_or_path} is a transformers checkpoint",
+                                 sorted(model_args))
     _check_supported(config.get("model_type"), name_or_path)
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -274,8 +284,8 @@ def _load_original(original: OriginalFormat, source: str, local: bool, folder: P
             folder = Path(snapshot_download(source))
     try:
         return load_original(original, folder, dtype=dtype, attn_implementation=attn, model_args=model_args)
-    except ModelArgError:
-        raise
+    except ModelArgError as error:
+        raise ModelArgumentError(str(error), error.unknown, error.known) from None
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(f"cannot load {name!r} ({original.name} format): {_first_line(error)}") from error
 

@@ -7,6 +7,8 @@ Its processor uses the checkpoint's own image/video processor settings and the s
 framefusion.tiny (special-token ids in the config are set to that tokenizer's). `width_scale` shrinks the widths
 (hidden, FFN, attention and linear-attention head counts, the vision tower's width) and keeps the depth, the
 head size and the grouped-query ratio, so a 7B-shaped model runs on a laptop CPU with the real layer count.
+A config in an original format (framefusion.models, e.g. LLaVA-NeXT's LlavaQwen for `llava-video-7b`) builds that
+format's native model and processor.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from typing import Any
 
 import torch
 
+from framefusion.models import find_format
+
 CONFIGS = Path(__file__).with_name("configs")
 REFERENCES = {  # short name: (hub id the config comes from, framefusion.tiny tokenizer family)
     "qwen2-vl-7b": ("Qwen/Qwen2-VL-7B-Instruct", "qwen2_vl"),
     "qwen2.5-vl-7b": ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl"),
     "qwen3-vl-8b": ("Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl"),
     "llava-onevision-7b": ("llava-hf/llava-onevision-qwen2-7b-ov-hf", "llava_onevision"),
-    "llava-video-7b": ("llava-hf/LLaVA-Video-7B-Qwen2-hf", "llava_onevision"),
+    "llava-video-7b": ("lmms-lab/LLaVA-Video-7B-Qwen2", "qwen2_vl"),  # the original LLaVA-NeXT format: 210 per frame
+    "llava-video-7b-hf": ("llava-hf/LLaVA-Video-7B-Qwen2-hf", "llava_onevision"),  # the -hf conversion's layout
     "internvl3-8b": ("OpenGVLab/InternVL3-8B-hf", "internvl"),
     "qwen3.5-0.8b": ("Qwen/Qwen3.5-0.8B", "qwen3_5"),
     "qwen3.5-9b": ("Qwen/Qwen3.5-9B", "qwen3_5"),
@@ -36,6 +41,7 @@ TOKENIZER_FAMILY = {  # model_type -> tiny tokenizer family (for configs from a 
     "llava_next_video": "llava_next_video", "internvl": "internvl", "qwen3_5": "qwen3_5",
     "minicpmv4_6": "minicpmv4_6", "minicpmv4_7": "minicpmv4_7",
 }
+ORIGINAL_TOKENIZER_FAMILY = "qwen2_vl"  # a ChatML tokenizer for the original-format (LLaVA-NeXT) checkpoints
 CPU_WIDTH_SCALE = 0.25  # the largest width scale chosen by default on a CPU (a 7B model: about 0.7 B parameters)
 GPU_MEMORY_SHARE = 0.6  # weights may take this share of a GPU's free memory at the default width
 TEXT_HEADS = ("num_attention_heads", "num_key_value_heads", "linear_num_key_heads", "linear_num_value_heads")
@@ -59,7 +65,10 @@ def config_source(name: str) -> tuple[Path, str]:
     folder = Path(name).expanduser()
     if not folder.is_dir():
         folder = _cached_hub_folder(name)
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    raw = json.loads((folder / "config.json").read_text())
+    if find_format(raw) is not None:
+        return folder, ORIGINAL_TOKENIZER_FAMILY
+    model_type = raw.get("model_type")
     if model_type not in TOKENIZER_FAMILY:
         raise RandomModelError(f"{name}: model_type {model_type!r} has no adapter; random weights work for "
                                f"{', '.join(sorted(TOKENIZER_FAMILY))}")
@@ -133,34 +142,63 @@ def default_width_scale(config: Any, device: torch.device, dtype: torch.dtype) -
 
 def parameter_count(config: Any) -> int:
     """Parameters of the model a config builds (counted on the meta device, nothing allocated)."""
+    with torch.device("meta"):
+        model = _model_from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def reference_config(folder: Path, tokenizer_size: int = 0) -> Any:
+    """The config a folder's config.json describes: transformers' own, or the native one of an original format
+    (framefusion.models; its placeholder tokens follow a tokenizer of `tokenizer_size` tokens)."""
+    from transformers import AutoConfig
+
+    raw = json.loads((Path(folder) / "config.json").read_text())
+    original = find_format(raw)
+    if original is None:
+        return AutoConfig.from_pretrained(folder)
+    native = getattr(original.implementation(), "native_config", None)
+    if native is None:
+        raise RandomModelError(f"random weights are not available for {original.name} checkpoints")
+    return native(raw, tokenizer_size=tokenizer_size)
+
+
+def _model_from_config(config: Any, **options: Any) -> Any:
+    """A model with random weights for a config (the native class for an original format)."""
+    if config.model_type == "llava_qwen":  # framefusion.models.llava_next
+        from framefusion.models.llava_next import LlavaQwenForVideo
+
+        return LlavaQwenForVideo._from_config(config, **options)
     from transformers import AutoModelForImageTextToText
 
-    with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config)
-    return sum(p.numel() for p in model.parameters())
+    return AutoModelForImageTextToText.from_config(config, **options)
 
 
 def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, attn: str,
                        width_scale: float | None = None, seed: int = 0) -> tuple[Any, Any, float]:
     """(model with random weights, processor, width scale used) for a short name, directory or cached hub id."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoVideoProcessor
+    from transformers import AutoImageProcessor, AutoVideoProcessor
 
     from framefusion.tiny import build_tokenizer
     from framefusion.tiny.tokenizer import special_token_ids
 
     folder, family = config_source(name)
-    config = AutoConfig.from_pretrained(folder)
+    tokenizer = build_tokenizer(family=family)
+    config = reference_config(folder, tokenizer_size=len(tokenizer))
     scale = default_width_scale(config, device, dtype) if width_scale is None else width_scale
     config = scaled_config(config, scale)
-    tokenizer = build_tokenizer(family=family)
-    for key, value in special_token_ids(family, tokenizer).items():
-        setattr(config, key, value)
+    original = find_format(json.loads((folder / "config.json").read_text()))
+    if original is None:
+        for key, value in special_token_ids(family, tokenizer).items():
+            setattr(config, key, value)
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attn)
+    model = _model_from_config(config, dtype=dtype, attn_implementation=attn)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    processor = _processor(config.model_type, folder, tokenizer, AutoImageProcessor.from_pretrained(folder),
-                           AutoVideoProcessor.from_pretrained(folder))
+    if original is not None:
+        processor = original.implementation().make_processor(tokenizer, config)
+    else:
+        processor = _processor(config.model_type, folder, tokenizer, AutoImageProcessor.from_pretrained(folder),
+                               AutoVideoProcessor.from_pretrained(folder))
     return model.to(device).eval(), processor, scale
 
 

@@ -3,7 +3,8 @@
 Every model is the stock Hugging Face class with a tiny config and random weights; every processor is
 the family's real processor class, built from local objects only (a BPE tokenizer trained here, small
 image/video sizes). Nothing is downloaded. One builder module per family group: qwen.py, llava.py,
-internvl.py, hybrid.py (Qwen3.5, MiniCPM-V 4.6); tokenizer.py and common.py hold what they share.
+internvl.py, hybrid.py (Qwen3.5, MiniCPM-V 4.6); tokenizer.py and common.py hold what they share. Checkpoints in an
+original, non-transformers format are written to disk in that format: llava_next.py (write_tiny_llava_video).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from framefusion.tiny.common import MERGE_SIZE, PATCH_SIZE, _Dims
 from framefusion.tiny.hybrid import _build_minicpmv4_6, _build_minicpmv4_7, _build_qwen3_5
 from framefusion.tiny.internvl import _build_internvl
 from framefusion.tiny.llava import _build_llava_next_video, _build_llava_onevision
+from framefusion.tiny.llava_next import write_tiny_llava_video
 from framefusion.tiny.qwen import _build_qwen2_5_vl, _build_qwen2_vl, _build_qwen3_vl
 from framefusion.tiny.tokenizer import build_tokenizer as _build_tokenizer
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "llava_next_video", "internvl", "qwen3_5",
             "minicpmv4_6", "minicpmv4_7")
 __all__ = ["FAMILIES", "MERGE_SIZE", "PATCH_SIZE", "build_tiny_model", "build_tokenizer", "model_class",
-           "save_tiny_checkpoint"]
+           "save_tiny_checkpoint", "write_tiny_llava_video"]
 
 
 def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512,
