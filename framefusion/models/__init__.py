@@ -41,7 +41,9 @@ class OriginalFormat:
         return importlib.import_module(f"framefusion.models.{self.module}")
 
 
-FORMATS: tuple[OriginalFormat, ...] = ()
+FORMATS: tuple[OriginalFormat, ...] = (
+    OriginalFormat("InternVL2.5", "internvl_chat", architectures=("InternVLChatModel",), model_types=("internvl_chat",)),
+)
 
 
 class ModelArgError(ValueError):

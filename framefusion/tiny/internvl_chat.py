@@ -124,14 +124,14 @@ def write_qwen2_tokenizer(path: Path) -> int:
     trained = json.loads(build_tokenizer(list(_CORPUS), family="qwen2_vl").backend_tokenizer.to_str())["model"]
     vocab = {text: i for text, i in trained["vocab"].items() if not text.startswith("<|")}
     vocab = {text: i for i, text in enumerate(sorted(vocab, key=vocab.get))}
-    merges = [" ".join(m) if isinstance(m, list) else m for m in trained["merges"]]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, errors="replace")
     tokenizer.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
                                   "extra_special_tokens": ["<|endoftext|>", "<|im_start|>", "<|im_end|>",
                                                            *INTERNVL_TOKENS]})
     tokenizer.save_pretrained(str(path))
     (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     return len(tokenizer)
 
 
@@ -174,11 +174,16 @@ def original_config(llm: str, *, vocab_size: int, num_layers: int, hidden_size: 
 
 def _randomize(model: torch.nn.Module, seed: int) -> None:
     """Give every tensor a random value of a sensible scale (norm weights and layer scales around 1, biases and
-    embeddings small), so that a wrong mapping of any tensor shows in the outputs."""
+    embeddings small), so that a wrong mapping of any tensor shows in the outputs. The LLM's residual projections
+    shrink with depth so that a deep random stack still answers with varied tokens."""
     generator = torch.Generator().manual_seed(seed)
+    depth = model.config.text_config.num_hidden_layers
+    residual = min(1.0, 1.6 / depth ** 0.5)
     with torch.no_grad():
         for name, param in model.named_parameters():
             noise = torch.randn(param.shape, generator=generator)
+            if name.startswith("model.language_model.") and name.endswith(("o_proj.weight", "down_proj.weight")):
+                noise = noise * residual
             if name.endswith(("norm.weight", "layernorm_before.weight", "layernorm_after.weight", "layer_norm.weight",
                               "lambda_1", "lambda_2")):
                 param.copy_(1.0 + 0.2 * noise)
