@@ -74,6 +74,17 @@ def main() -> None:
         print(f"{name}: prompt ids equal {other['input_ids_equal']}, pixels max |diff| {other['pixels_max_abs_diff']:.1e},"
               f" dense logits at all {len(mine['input_ids'])} positions max |diff| {dense_all:.1e}")
         ok &= other["input_ids_equal"] and other["pixels_max_abs_diff"] == 0.0 and dense_all < LOGIT_TOL
+        same_ids = [a == b for a, b in zip(mine["tokenizer_ids"], other["tokenizer_ids"])]
+        same_text = [a == b for a, b in zip(mine["tokenizer_decoded"], other["tokenizer_decoded"])]
+        print(f"{name}: tokenizer ids equal on {sum(same_ids)}/{len(same_ids)} test strings, decoded text equal on "
+              f"{sum(same_text)}/{len(same_text)}")
+        for text, a, b, good in zip(ours["tokenizer_texts"], mine["tokenizer_ids"], other["tokenizer_ids"], same_ids):
+            if not good:
+                print(f"   {text!r}: ours {a} theirs {b}")
+        for a, b, good in zip(mine["tokenizer_decoded"], other["tokenizer_decoded"], same_text):
+            if not good:
+                print(f"   decoded: ours {a!r} theirs {b!r}")
+        ok &= all(same_ids)
         record = {"builder": mine["builder"], "weights_sha256": mine["weights_sha256"],
                   "tokens_per_frame": other["tokens_per_frame"], "prompt_length": other["prompt_length"],
                   "dense_logits_max_abs_diff_all_positions": dense_all, "runs": {}}

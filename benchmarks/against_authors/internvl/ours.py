@@ -32,6 +32,12 @@ CHECKPOINTS = {  # name: builder arguments (framefusion.tiny.internvl_chat.save_
     "internlm2-28": dict(llm="internlm2", num_layers=28),  # 28 layers: the authors' budget hard-codes 28
     "qwen2-4": dict(llm="qwen2", num_layers=4, qk_normalization=True),  # InternViT-6B style: q/k norm, RMS norm
 }
+TOKENIZER_TEXTS = (  # tokenizer equivalence: ids of these strings from ours and from the original tokenizer
+    "What color is the square?", "  two  leading spaces and   runs of   spaces ", "line one\nline two\n\n",
+    "你是书生·万象，英文名是InternVL", "emoji 🙂 and accents: café, naïve, Ærø", "tabs\tand\rcarriage returns",
+    "<|im_start|>user\nFrame1: <img><IMG_CONTEXT><IMG_CONTEXT></img>\n<|im_end|>", "</s> <s> <unk> mixed specials",
+    "numbers 1234567890 and symbols #$%&*()[]{}", "Frame12: Image-3: Video-1:", "",
+)
 REGIMES = {  # name: (cost, similarity_lower_bound, ratio_lower_bound); FrameFusion on the InternLM2 checkpoint
     "a_oneshot": (0.3, 0.6, 0.1),  # one merge step at layer 0, capped: merging and pruning end
     "b_merge_merge_prune": (0.3, 0.999, 0.1),  # merges at points 0 and 1, ratio < 0.1: prune at point 2
@@ -67,7 +73,7 @@ def main(work: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     clip = Sampling(num_frames=FRAMES).load(ensure_video())
     np.save(work / "frames.npy", np.asarray(clip.frames))
-    out = {"question": QUESTION, "frames": FRAMES, "max_new_tokens": NEW_TOKENS, "video_sha256": sha256(VIDEO),
+    out = {"tokenizer_texts": TOKENIZER_TEXTS, "question": QUESTION, "frames": FRAMES, "max_new_tokens": NEW_TOKENS, "video_sha256": sha256(VIDEO),
            "checkpoints": {}}
     logits = {}
     for name, kwargs in CHECKPOINTS.items():
@@ -78,7 +84,11 @@ def main(work: Path) -> None:
         inputs = model_inputs(loaded, [clip], QUESTION)
         with torch.no_grad():
             dense_all = loaded.model(**inputs).logits[0]  # [N, vocab], every prompt position
-        entry = {"builder": kwargs, "weights_sha256": sha256(folder / "model.safetensors"),
+        tokenizer = loaded.processor.tokenizer
+        encoded = [tokenizer(text)["input_ids"] for text in TOKENIZER_TEXTS]
+        entry = {"tokenizer_ids": encoded, "tokenizer_decoded": [tokenizer.decode(ids, skip_special_tokens=True)
+                                                                 for ids in encoded],
+                 "builder": kwargs, "weights_sha256": sha256(folder / "model.safetensors"),
                  "input_ids": inputs["input_ids"][0].tolist(), "tokens_per_frame": int(loaded.model.config.image_seq_length),
                  "runs": {}}
         torch.save({"pixel_values_videos": inputs["pixel_values_videos"]}, work / f"{name}_pixels.pt")

@@ -113,7 +113,10 @@ def main(work: Path) -> int:
         pixel_values = pixels(model, frames)
         input_ids, attention_mask, eos = prompt(model, tokenizer, len(frames), ours["question"])
         our_pixels = torch.load(work / f"{name}_pixels.pt")["pixel_values_videos"]
-        entry = {"input_ids_equal": input_ids[0].tolist() == mine["input_ids"],
+        encoded = [tokenizer(text)["input_ids"] for text in ours["tokenizer_texts"]]
+        entry = {"tokenizer_ids": encoded, "tokenizer_decoded": [tokenizer.decode(ids, skip_special_tokens=True)
+                                                                 for ids in encoded],
+                 "input_ids_equal": input_ids[0].tolist() == mine["input_ids"],
                  "pixels_max_abs_diff": float((pixel_values - our_pixels).abs().max()),
                  "tokens_per_frame": int(model.num_image_token), "prompt_length": int(input_ids.shape[1]),
                  "runs": {}}
