@@ -200,3 +200,26 @@ def test_ask_json_through_the_cli(internlm2_dir, video_file):  # noqa: F811
     assert payload["model_info"]["family"] == "InternVL2.5 (original format)"
     assert payload["vision_tokens"] == payload["frames"] * TOKENS_PER_FRAME
     assert len(payload["answer_ids"]) == 3 and len(payload["tokens_per_layer"]) == 4
+
+
+def test_the_8b_reference_shape_gives_256_tokens_per_448_px_frame():
+    from types import SimpleNamespace
+
+    from framefusion.models.internvl_chat import make_processor
+    from framefusion.pipeline.random_weights import CONFIGS, parameter_count, reference_config
+    from framefusion.tiny.internvl_chat import tiny_tokenizer
+
+    config = reference_config(CONFIGS / "internvl2.5-8b")
+    assert config.text_config.num_hidden_layers == 32 and type(config.text_config).__name__ == "LlamaConfig"
+    assert config.text_config.rope_parameters == {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1000000.0}
+    assert 8.0e9 < parameter_count(config) < 8.2e9  # InternViT-300M + InternLM2.5-7B + projector
+    tokenizer = tiny_tokenizer()
+    config.image_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    processor = make_processor(config, tokenizer)
+    inputs = prepare_inputs(processor, [make_random_clip(2, size=480)], QUESTION)
+    assert inputs["pixel_values_videos"].shape == (2, 3, 448, 448)
+    from framefusion.adapters.internvl_chat import InternVLChatAdapter
+
+    layout = InternVLChatAdapter().token_layout(SimpleNamespace(config=config), inputs["input_ids"],
+                                                {"vision_blocks": inputs["vision_blocks"]})
+    assert [(g.frames, g.rows, g.cols, g.tokens_per_frame) for g in layout.grids] == [(2, 16, 16, 256)]

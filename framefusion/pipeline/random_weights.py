@@ -12,6 +12,7 @@ head size and the grouped-query ratio, so a 7B-shaped model runs on a laptop CPU
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -30,12 +31,14 @@ REFERENCES = {  # short name: (hub id the config comes from, framefusion.tiny to
     "qwen3.5-0.8b": ("Qwen/Qwen3.5-0.8B", "qwen3_5"),
     "qwen3.5-9b": ("Qwen/Qwen3.5-9B", "qwen3_5"),
     "minicpm-v-4.6": ("openbmb/MiniCPM-V-4.6", "minicpmv4_6"),
+    "internvl2.5-8b": ("OpenGVLab/InternVL2_5-8B", "internvl_chat"),  # the original remote-code format
 }
 TOKENIZER_FAMILY = {  # model_type -> tiny tokenizer family (for configs from a directory or the hub cache)
     "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "llava_onevision": "llava_onevision",
     "llava_next_video": "llava_next_video", "internvl": "internvl", "qwen3_5": "qwen3_5",
-    "minicpmv4_6": "minicpmv4_6", "minicpmv4_7": "minicpmv4_7",
+    "minicpmv4_6": "minicpmv4_6", "minicpmv4_7": "minicpmv4_7", "internvl_chat": "internvl_chat",
 }
+ORIGINAL_TOKENIZERS = {"internvl_chat": "framefusion.tiny.internvl_chat:tiny_tokenizer"}  # format -> tiny tokenizer
 CPU_WIDTH_SCALE = 0.25  # the largest width scale chosen by default on a CPU (a 7B model: about 0.7 B parameters)
 GPU_MEMORY_SHARE = 0.6  # weights may take this share of a GPU's free memory at the default width
 TEXT_HEADS = ("num_attention_heads", "num_key_value_heads", "linear_num_key_heads", "linear_num_value_heads")
@@ -135,9 +138,27 @@ def parameter_count(config: Any) -> int:
     """Parameters of the model a config builds (counted on the meta device, nothing allocated)."""
     from transformers import AutoModelForImageTextToText
 
+    from framefusion.models import find_format
+
+    original = find_format({"model_type": config.model_type})
     with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config)
+        if original is not None:
+            model = original.implementation().build_model(copy.deepcopy(config), device="meta")
+        else:
+            model = AutoModelForImageTextToText.from_config(config)
     return sum(p.numel() for p in model.parameters())
+
+
+def reference_config(folder: Path) -> Any:
+    """The transformers config of a shipped, local or cached config folder (original formats built natively)."""
+    from transformers import AutoConfig
+
+    from framefusion.models import find_format
+
+    original = find_format(json.loads((folder / "config.json").read_text()))
+    if original is not None:
+        return original.implementation().config_from_folder(folder)
+    return AutoConfig.from_pretrained(folder)
 
 
 def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, attn: str,
@@ -149,9 +170,17 @@ def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, a
     from framefusion.tiny.tokenizer import special_token_ids
 
     folder, family = config_source(name)
-    config = AutoConfig.from_pretrained(folder)
+    config = reference_config(folder)
     scale = default_width_scale(config, device, dtype) if width_scale is None else width_scale
     config = scaled_config(config, scale)
+    if family in ORIGINAL_TOKENIZERS:  # an original-format checkpoint: its module builds model and processor
+        from framefusion.models import find_format
+
+        module_name, _, function = ORIGINAL_TOKENIZERS[family].partition(":")
+        tokenizer = getattr(importlib.import_module(module_name), function)()
+        model, processor = find_format({"model_type": config.model_type}).implementation().random_model(
+            config, tokenizer, dtype=dtype, attn_implementation=attn, seed=seed)
+        return model.to(device).eval(), processor, scale
     tokenizer = build_tokenizer(family=family)
     for key, value in special_token_ids(family, tokenizer).items():
         setattr(config, key, value)

@@ -115,6 +115,17 @@ def write_internlm2_tokenizer(path: Path) -> int:
     return size + len(INTERNVL_TOKENS)
 
 
+def tiny_tokenizer():
+    """The tiny InternLM2 tokenizer, loaded as a checkpoint's would be (for random-weight models)."""
+    import tempfile
+
+    from framefusion.models.internvl_chat.tokenizer import load_tokenizer
+
+    with tempfile.TemporaryDirectory() as folder:
+        write_internlm2_tokenizer(Path(folder))
+        return load_tokenizer(Path(folder))
+
+
 def write_qwen2_tokenizer(path: Path) -> int:
     """A Qwen2 tokenizer (byte-level BPE, Qwen2's pre-tokenizer) with InternVL's tokens; returns its size."""
     from transformers import Qwen2Tokenizer

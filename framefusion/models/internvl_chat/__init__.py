@@ -19,7 +19,8 @@ from framefusion.models.internvl_chat.tokenizer import load_tokenizer
 from framefusion.models.internvl_chat.weights import WeightError, iter_tensors, to_native, to_original
 
 __all__ = ["InternVLChatConfig", "InternVLChatForConditionalGeneration", "InternVLChatModel", "InternVLChatProcessor",
-           "MODEL_ARGS", "build_model", "load", "load_weights", "make_processor", "to_original"]
+           "MODEL_ARGS", "build_model", "config_from_folder", "load", "load_weights", "make_processor",
+           "random_model", "to_original"]
 
 MODEL_ARGS = {
     "template": "conversation template name (internvl2_5, internlm2-chat, Hermes-2)",
@@ -53,6 +54,23 @@ def read_config(folder: Path, model_args: dict[str, str] | None = None, tokenize
     config = build_config(raw, image_token_id, overrides)
     get_template(config.template)  # a ValueError now for an unknown template
     return config
+
+
+def config_from_folder(folder: Path, image_token_id: int = 0) -> InternVLChatConfig:
+    """The native config of a folder's config.json alone (no tokenizer: the placeholder id is given)."""
+    return build_config(json.loads((Path(folder) / "config.json").read_text()), image_token_id)
+
+
+def random_model(config: InternVLChatConfig, tokenizer: Any, *, dtype: torch.dtype = torch.float32,
+                 attn_implementation: str = "sdpa", seed: int = 0
+                 ) -> tuple[InternVLChatForConditionalGeneration, InternVLChatProcessor]:
+    """(model with random weights, processor) of a config, with `tokenizer`'s placeholder and stop ids."""
+    config.image_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
+    torch.manual_seed(seed)
+    model = build_model(config, attn_implementation, dtype)
+    processor = make_processor(config, tokenizer)
+    _set_generation_ids(model, tokenizer, processor)
+    return model.eval(), processor
 
 
 def build_model(config: InternVLChatConfig, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32,
@@ -126,8 +144,13 @@ def load(folder: Path, *, dtype: torch.dtype, attn_implementation: str = "sdpa",
     model = build_model(config, attn_implementation, dtype, device="meta")
     load_weights(model, folder, dtype)
     processor = make_processor(config, tokenizer)
+    _set_generation_ids(model, tokenizer, processor)
+    return model.eval(), processor
+
+
+def _set_generation_ids(model: InternVLChatForConditionalGeneration, tokenizer: Any,
+                        processor: InternVLChatProcessor) -> None:
     stop = tokenizer.convert_tokens_to_ids(processor.template.stop_token)
     model.generation_config.eos_token_id = stop  # the chat code stops at the template's separator
     model.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop
     model.generation_config.bos_token_id = tokenizer.bos_token_id
-    return model.eval(), processor
