@@ -104,7 +104,7 @@ RandomWeights = Annotated[bool, typer.Option(
     "--random-weights", rich_help_panel=MODEL_PANEL,
     help="Build the model from its config with random weights (real shape, for timing; answers are noise). "
          "--model then takes a short name (qwen2-vl-7b, qwen2.5-vl-7b, qwen3-vl-8b, llava-onevision-7b, "
-         "llava-video-7b, internvl3-8b, qwen3.5-0.8b, qwen3.5-9b, minicpm-v-4.6), a model directory or a cached "
+         "llava-video-7b, internvl3-8b, internvl2.5-8b, qwen3.5-0.8b, qwen3.5-9b, minicpm-v-4.6), a model directory or a cached "
          "hub id; nothing is downloaded.")]
 WidthScale = Annotated[float | None, typer.Option(
     callback=lambda value: check_width_scale(value), metavar="F", rich_help_panel=MODEL_PANEL, show_default=False,
@@ -146,8 +146,9 @@ ImportanceQueries = Annotated[int | None, typer.Option(
 
 Saliency = Annotated[Literal["attention", "norm"], typer.Option(
     rich_help_panel=REDUCTION_PANEL,
-    help="VisionZip, FastVID, HoliTom: rank tokens by the vision encoder's attention (Qwen-VL and "
-         "LLaVA-OneVision towers) or by the feature norm (norm: any family, as VidCom2's Qwen adaptation).")]
+    help="VisionZip, FastVID, HoliTom: rank tokens by the vision encoder's attention (Qwen-VL, "
+         "LLaVA-OneVision and InternVL2.5 original-format towers) or by the feature norm (norm: any family, as "
+         "VidCom2's Qwen adaptation).")]
 
 Frames = Annotated[int | None, typer.Option(
     callback=check_frames, metavar="N", rich_help_panel=VIDEO_PANEL,

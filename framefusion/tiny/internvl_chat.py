@@ -217,9 +217,9 @@ def save_internvl_chat_checkpoint(path: str | Path, *, llm: str = "internlm2", n
         bos, eos, pad = 1, 2, 2
     else:
         vocab_size = write_qwen2_tokenizer(path)
-        from transformers import AutoTokenizer
+        from framefusion.models.internvl_chat.tokenizer import load_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = load_tokenizer(path)
         bos, eos, pad = None, tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
     raw = original_config(llm, vocab_size=vocab_size, num_layers=num_layers, hidden_size=hidden_size,
                           num_heads=num_heads, num_kv_heads=num_kv_heads, intermediate_size=intermediate_size,

@@ -30,9 +30,15 @@ def load_tokenizer(folder: Path):
     if settings.get("tokenizer_class") in REMOTE_SENTENCEPIECE or (
             (folder / "tokenizer.model").is_file() and not (folder / "tokenizer.json").is_file()):
         return sentencepiece_tokenizer(folder, settings)
-    from transformers import AutoTokenizer
+    import transformers
 
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    # the class the checkpoint names, directly: AutoTokenizer would read config.json, whose auto_map points to the
+    # remote code, and ask to trust it
+    name = settings.get("tokenizer_class") or "PreTrainedTokenizerFast"
+    tokenizer_class = getattr(transformers, name, None) or getattr(transformers, name.removesuffix("Fast"), None)
+    if tokenizer_class is None:
+        raise ValueError(f"{folder}: tokenizer class {name!r} is neither in transformers nor InternLM2's")
+    return tokenizer_class.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
 
 
 def sentencepiece_tokenizer(folder: Path, settings: dict[str, Any]):
