@@ -38,7 +38,8 @@ class InternVLChatAdapter(FamilyAdapter):
         blocks = arguments.get("vision_blocks")
         return None if blocks is None else {"vision_blocks": blocks}
 
-    def token_layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict[str, Any] | None) -> TokenLayout | None:
+    def token_layout(self, module: nn.Module, input_ids: torch.Tensor,
+                     video: dict[str, Any] | None) -> TokenLayout | None:
         """Split the `<IMG_CONTEXT>` runs into blocks, and read each video's blocks as its frames."""
         if video is None:
             return None

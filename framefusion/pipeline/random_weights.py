@@ -164,7 +164,7 @@ def reference_config(folder: Path) -> Any:
 def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, attn: str,
                        width_scale: float | None = None, seed: int = 0) -> tuple[Any, Any, float]:
     """(model with random weights, processor, width scale used) for a short name, directory or cached hub id."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoVideoProcessor
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoVideoProcessor
 
     from framefusion.tiny import build_tokenizer
     from framefusion.tiny.tokenizer import special_token_ids

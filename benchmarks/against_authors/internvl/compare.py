@@ -71,8 +71,8 @@ def main() -> None:
     for name, mine in ours["checkpoints"].items():
         other = theirs["checkpoints"][name]
         dense_all = float((ol[f"{name}|dense_all"] - tl[f"{name}|dense_all"]).abs().max())
-        print(f"{name}: prompt ids equal {other['input_ids_equal']}, pixels max |diff| {other['pixels_max_abs_diff']:.1e},"
-              f" dense logits at all {len(mine['input_ids'])} positions max |diff| {dense_all:.1e}")
+        print(f"{name}: prompt ids equal {other['input_ids_equal']}, pixels max |diff| "
+              f"{other['pixels_max_abs_diff']:.1e}, dense logits at all {len(mine['input_ids'])} positions max |diff| {dense_all:.1e}")
         ok &= other["input_ids_equal"] and other["pixels_max_abs_diff"] == 0.0 and dense_all < LOGIT_TOL
         same_ids = [a == b for a, b in zip(mine["tokenizer_ids"], other["tokenizer_ids"])]
         same_text = [a == b for a, b in zip(mine["tokenizer_decoded"], other["tokenizer_decoded"])]
@@ -91,7 +91,8 @@ def main() -> None:
         for run_name, mine_run in mine["runs"].items():
             their_run = other["runs"][run_name]
             params = mine_run.get("regime")
-            label = "-" if params is None else "{cost} / {similarity_lower_bound} / {ratio_lower_bound}".format(**params)
+            label = "-" if params is None else \
+                "{cost} / {similarity_lower_bound} / {ratio_lower_bound}".format(**params)
             if "error" in their_run:
                 lines.append(f"| {name} | {run_name} | {label} | | {rle(mine_run['tokens_per_layer'])} | theirs: "
                              f"{their_run['error']} | | |")

@@ -73,8 +73,8 @@ def main(work: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     clip = Sampling(num_frames=FRAMES).load(ensure_video())
     np.save(work / "frames.npy", np.asarray(clip.frames))
-    out = {"tokenizer_texts": TOKENIZER_TEXTS, "question": QUESTION, "frames": FRAMES, "max_new_tokens": NEW_TOKENS, "video_sha256": sha256(VIDEO),
-           "checkpoints": {}}
+    out = {"tokenizer_texts": TOKENIZER_TEXTS, "question": QUESTION, "frames": FRAMES, "max_new_tokens": NEW_TOKENS,
+           "video_sha256": sha256(VIDEO), "checkpoints": {}}
     logits = {}
     for name, kwargs in CHECKPOINTS.items():
         folder = work / name
@@ -89,7 +89,8 @@ def main(work: Path) -> None:
         entry = {"tokenizer_ids": encoded, "tokenizer_decoded": [tokenizer.decode(ids, skip_special_tokens=True)
                                                                  for ids in encoded],
                  "builder": kwargs, "weights_sha256": sha256(folder / "model.safetensors"),
-                 "input_ids": inputs["input_ids"][0].tolist(), "tokens_per_frame": int(loaded.model.config.image_seq_length),
+                 "input_ids": inputs["input_ids"][0].tolist(),
+                 "tokens_per_frame": int(loaded.model.config.image_seq_length),
                  "runs": {}}
         torch.save({"pixel_values_videos": inputs["pixel_values_videos"]}, work / f"{name}_pixels.pt")
         logits[f"{name}|dense_all"] = dense_all

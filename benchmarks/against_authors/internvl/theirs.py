@@ -89,9 +89,10 @@ def generate(model, pixel_values, input_ids, attention_mask, eos, new_tokens):
     """Greedy generation through the model's generate; prefill token counts per layer; first-token logits."""
     layers = model.language_model.model.layers
     lengths = []
-    handles = [getattr(layer, "attention", None) or layer.self_attn for layer in layers]  # InternLM2 / Qwen2 names
+    attentions = [getattr(layer, "attention", None) or layer.self_attn for layer in layers]  # InternLM2 / Qwen2
     handles = [attention.register_forward_pre_hook(
-        lambda _m, _a, kw: lengths.append(int(kw["hidden_states"].shape[1])), with_kwargs=True) for attention in handles]
+        lambda _m, _a, kw: lengths.append(int(kw["hidden_states"].shape[1])), with_kwargs=True)
+        for attention in attentions]
     try:
         with torch.no_grad():
             out = model.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,

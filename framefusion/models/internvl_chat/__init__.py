@@ -136,7 +136,8 @@ def make_processor(config: InternVLChatConfig, tokenizer: Any) -> InternVLChatPr
 
 
 def load(folder: Path, *, dtype: torch.dtype, attn_implementation: str = "sdpa",
-         model_args: dict[str, str] | None = None) -> tuple[InternVLChatForConditionalGeneration, InternVLChatProcessor]:
+         model_args: dict[str, str] | None = None
+         ) -> tuple[InternVLChatForConditionalGeneration, InternVLChatProcessor]:
     """(model, processor) of an InternVL2 / 2.5 checkpoint folder in the remote-code format."""
     folder = Path(folder)
     tokenizer = load_tokenizer(folder)

@@ -90,7 +90,8 @@ def vision_config(vision: dict[str, Any]) -> InternVLVisionConfig:
     )
 
 
-def build_config(raw: dict[str, Any], image_token_id: int, overrides: dict[str, Any] | None = None) -> InternVLChatConfig:
+def build_config(raw: dict[str, Any], image_token_id: int,
+                 overrides: dict[str, Any] | None = None) -> InternVLChatConfig:
     """The native config of an original config.json (`overrides`: chat settings replaced by --model-arg)."""
     chat = {key: raw.get(key, default) for key, default in CHAT_KEYS.items()}
     chat.update(overrides or {})

@@ -2,7 +2,8 @@
 
 Original names (remote code):
   vision_model.embeddings.{class_embedding, patch_embedding.*, position_embedding}
-  vision_model.encoder.layers.L.{attn.qkv, attn.q_norm, attn.k_norm, attn.proj, mlp.fc1, mlp.fc2, norm1, norm2, ls1, ls2}
+  vision_model.encoder.layers.L.{attn.qkv, attn.q_norm, attn.k_norm, attn.proj, mlp.fc1, mlp.fc2, norm1, norm2,
+      ls1, ls2}
   mlp1.{0 LayerNorm, 1 Linear, 3 Linear}
   language_model.model.{tok_embeddings, layers.L.attention.{wqkv, wo}, layers.L.feed_forward.{w1, w3, w2},
       layers.L.{attention_norm, ffn_norm}, norm}, language_model.output                        (InternLM2)
