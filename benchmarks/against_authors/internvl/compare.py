@@ -72,7 +72,8 @@ def main() -> None:
         other = theirs["checkpoints"][name]
         dense_all = float((ol[f"{name}|dense_all"] - tl[f"{name}|dense_all"]).abs().max())
         print(f"{name}: prompt ids equal {other['input_ids_equal']}, pixels max |diff| "
-              f"{other['pixels_max_abs_diff']:.1e}, dense logits at all {len(mine['input_ids'])} positions max |diff| {dense_all:.1e}")
+              f"{other['pixels_max_abs_diff']:.1e}, dense logits at all {len(mine['input_ids'])} positions max |diff| "
+              f"{dense_all:.1e}")
         ok &= other["input_ids_equal"] and other["pixels_max_abs_diff"] == 0.0 and dense_all < LOGIT_TOL
         same_ids = [a == b for a, b in zip(mine["tokenizer_ids"], other["tokenizer_ids"])]
         same_text = [a == b for a, b in zip(mine["tokenizer_decoded"], other["tokenizer_decoded"])]
