@@ -223,3 +223,17 @@ def test_the_8b_reference_shape_gives_256_tokens_per_448_px_frame():
     layout = InternVLChatAdapter().token_layout(SimpleNamespace(config=config), inputs["input_ids"],
                                                 {"vision_blocks": inputs["vision_blocks"]})
     assert [(g.frames, g.rows, g.cols, g.tokens_per_frame) for g in layout.grids] == [(2, 16, 16, 256)]
+
+
+def test_model_args_override_the_chat_settings_and_unknown_ones_are_refused(internlm2_dir):
+    from framefusion.pipeline.loading import ModelLoadError
+
+    loaded = load_model(str(internlm2_dir), device="cpu",
+                        model_args={"template": "internlm2-chat", "max_dynamic_patch": "1"})
+    prompt = loaded.processor.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert prompt.endswith("<|im_end|><|im_start|>user\nhi<|im_end|><|im_start|>assistant\n")  # InternVL2's sep
+    assert loaded.processor.max_dynamic_patch == 1
+    with pytest.raises(ModelLoadError, match="no model argument colour"):
+        load_model(str(internlm2_dir), device="cpu", model_args={"colour": "red"})
+    with pytest.raises(ModelLoadError, match="unknown InternVL conversation template"):
+        load_model(str(internlm2_dir), device="cpu", model_args={"template": "vicuna"})
