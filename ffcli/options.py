@@ -104,7 +104,8 @@ RandomWeights = Annotated[bool, typer.Option(
     "--random-weights", rich_help_panel=MODEL_PANEL,
     help="Build the model from its config with random weights (real shape, for timing; answers are noise). "
          "--model then takes a short name (qwen2-vl-7b, qwen2.5-vl-7b, qwen3-vl-8b, llava-onevision-7b, "
-         "llava-video-7b (original LLaVA-NeXT format), llava-video-7b-hf, internvl3-8b, qwen3.5-0.8b, qwen3.5-9b, "
+         "llava-video-7b (original LLaVA-NeXT format), llava-video-7b-hf, internvl3-8b, internvl2.5-8b, qwen3.5-0.8b, "
+         "qwen3.5-9b, "
          "minicpm-v-4.6), a model directory or a cached "
          "hub id; nothing is downloaded.")]
 WidthScale = Annotated[float | None, typer.Option(
@@ -153,8 +154,9 @@ ImportanceQueries = Annotated[int | None, typer.Option(
 
 Saliency = Annotated[Literal["attention", "norm"], typer.Option(
     rich_help_panel=REDUCTION_PANEL,
-    help="VisionZip, FastVID, HoliTom: rank tokens by the vision encoder's attention (Qwen-VL and "
-         "LLaVA-OneVision towers) or by the feature norm (norm: any family, as VidCom2's Qwen adaptation).")]
+    help="VisionZip, FastVID, HoliTom: rank tokens by the vision encoder's attention (Qwen-VL, "
+         "LLaVA-OneVision and InternVL2.5 original-format towers) or by the feature norm (norm: any family, as "
+         "VidCom2's Qwen adaptation).")]
 
 Frames = Annotated[int | None, typer.Option(
     callback=check_frames, metavar="N", rich_help_panel=VIDEO_PANEL,

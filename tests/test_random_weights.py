@@ -8,8 +8,14 @@ from conftest import make_random_clip
 
 from framefusion.pipeline import ask
 from framefusion.pipeline.loading import ModelLoadError, load_model
-from framefusion.pipeline.random_weights import (CONFIGS, REFERENCES, parameter_count, reference_config, scaled_config,
-                                                 valid_width_scales)
+from framefusion.pipeline.random_weights import (
+    CONFIGS,
+    REFERENCES,
+    parameter_count,
+    reference_config,
+    scaled_config,
+    valid_width_scales,
+)
 
 
 @pytest.mark.parametrize("name", list(REFERENCES))

@@ -6,6 +6,7 @@ from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter
 from framefusion.adapters.internvl import InternVLAdapter
+from framefusion.adapters.internvl_chat import InternVLChatAdapter
 from framefusion.adapters.llava_next import LlavaNextAdapter
 from framefusion.adapters.llava_next_video import LlavaNextVideoAdapter
 from framefusion.adapters.llava_onevision import LlavaOneVisionAdapter
@@ -24,6 +25,7 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
     LlavaNextVideoAdapter(),
     LlavaNextAdapter(),
     InternVLAdapter(),
+    InternVLChatAdapter(),
     Qwen3_5Adapter(),
     MiniCPMV4_6Adapter(),
     MiniCPMV4_7Adapter(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,6 +32,10 @@ class TokenLayout:
     frame: torch.Tensor  # [N_v] long, grid frame inside its video
     patch: torch.Tensor  # [N_v] long, row-major index inside its frame's grid
     grids: tuple[VideoGrid, ...]  # one per video
+    # [E] long, ascending: non-video positions a FrameFusion prune step ranks together with the video tokens (never
+    # merged, not part of N_v). Empty for every family but where the authors' adapter prunes them too (InternVL2.5:
+    # the "</img>\nFrameK: <img>" text between the frames of a video).
+    prune_extra: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     @property
     def num_vision_tokens(self) -> int:
@@ -52,13 +56,20 @@ class TokenLayout:
         """The layout of the video tokens `ids` (indices into the N_v tokens, in order), optionally at other
         positions (e.g. their rows after earlier removals)."""
         return TokenLayout(self.seq_len, self.positions[ids] if positions is None else positions, self.video[ids],
-                           self.frame[ids], self.patch[ids], self.grids)
+                           self.frame[ids], self.patch[ids], self.grids, self.prune_extra)
 
     def without_positions(self, drop: torch.Tensor) -> "TokenLayout":
         """The same layout with the given sequence positions removed from the reducible set."""
         keep = ~torch.isin(self.positions, drop.to(self.positions.device))
+        extra = self.prune_extra[~torch.isin(self.prune_extra, drop.to(self.prune_extra.device))]
         return TokenLayout(self.seq_len, self.positions[keep], self.video[keep], self.frame[keep], self.patch[keep],
-                           self.grids)
+                           self.grids, extra)
+
+    def with_prune_extra(self, positions: torch.Tensor) -> "TokenLayout":
+        """The same layout whose prune steps also rank the given non-video positions (see `prune_extra`)."""
+        extra = torch.unique(positions.to("cpu", torch.long))  # sorted
+        extra = extra[~torch.isin(extra, self.positions)]
+        return TokenLayout(self.seq_len, self.positions, self.video, self.frame, self.patch, self.grids, extra)
 
 
 def layout_from_videos(seq_len: int, video_positions: list[torch.Tensor], grids: list[VideoGrid]) -> TokenLayout:

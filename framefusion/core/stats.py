@@ -42,6 +42,8 @@ class ReductionStats:
     linear_layers: tuple[bool, ...] = ()  # per layer, True for linear attention (hybrid decoders; set by the engine)
     similarity_threshold: float | None = None  # FrameFusion: the S_threshold that ran (None: other methods)
     threshold_source: str | None = None  # FrameFusion: where it came from (given, calibrated, family default)
+    # [E] point at which each non-video token a prune step ranked (TokenLayout.prune_extra) left, -1: kept
+    other_removed_at: torch.Tensor | None = None
 
     @property
     def num_vision_tokens(self) -> int:
@@ -58,12 +60,18 @@ class ReductionStats:
     def tokens_per_layer(self) -> list[int]:
         """All tokens (text, images, video) in each layer's KV cache."""
         others = self.seq_len - self.num_vision_tokens
-        return [others + n for n in self.vision_tokens_per_layer()]
+        return [others - self._others_gone(layer) + n for layer, n in enumerate(self.vision_tokens_per_layer())]
 
     def ffn_tokens_per_layer(self) -> list[int]:
         """All tokens entering each layer's FFN (after the reduction point that follows its attention)."""
         alive = [int(self.alive_after(layer + 1).sum()) for layer in range(self.num_layers)]
-        return [self.seq_len - self.num_vision_tokens + n for n in alive]
+        return [self.seq_len - self.num_vision_tokens - self._others_gone(layer + 1) + n
+                for layer, n in enumerate(alive)]
+
+    def _others_gone(self, point: int) -> int:
+        """Non-video tokens removed at or before `point` (only prune_extra tokens are ever removed)."""
+        gone = self.other_removed_at
+        return 0 if gone is None else int(((gone >= 0) & (gone <= point)).sum())
 
     def similarity_layers(self) -> list[bool]:
         """Whether each layer computed merge similarities (point 0 counts for layer 0)."""

@@ -7,7 +7,11 @@ facts of its config.json that identify it. A format module provides:
 - ``load(folder, *, dtype, attn_implementation, model_args) -> (model, processor)``: the model with the
   checkpoint's weights read under their original names, and a processor with the interface
   framefusion.video.prompting uses (``apply_chat_template``, ``__call__(text=, videos=, ...)``, ``.tokenizer``);
-- ``MODEL_ARGS``: the config keys ``--model-arg KEY=VALUE`` may override, with a one-line description each.
+- ``MODEL_ARGS``: the config keys ``--model-arg KEY=VALUE`` may override, with a one-line description each;
+- for random-weight models of the format's real shapes (framefusion.pipeline.random_weights):
+  ``random_config(raw_config, tokenizer) -> config`` (the native config, its placeholder ids from `tokenizer`),
+  ``random_model(config, tokenizer, *, dtype, attn_implementation, seed) -> (model, processor)`` and
+  ``empty_model(config) -> model`` (built under ``torch.device("meta")`` to count parameters).
 
 Nothing here imports a format module until a checkpoint of that format is loaded.
 """
@@ -30,6 +34,8 @@ class OriginalFormat:
     module: str  # the module under framefusion.models that loads it
     architectures: tuple[str, ...] = ()  # config.json "architectures" entries that identify the format
     model_types: tuple[str, ...] = ()  # or config.json "model_type" values that do
+    native_model_types: tuple[str, ...] = ()  # model_type of the native model's config (what the adapter reads)
+    tiny_tokenizer: str = "qwen2_vl"  # the framefusion.tiny tokenizer family random-weight models get
 
     def matches(self, config: Mapping[str, Any]) -> bool:
         """Whether a checkpoint's top-level config.json is in this format."""
@@ -43,7 +49,10 @@ class OriginalFormat:
 
 FORMATS: tuple[OriginalFormat, ...] = (
     # config.json says model_type "llava" (transformers' own LLaVA type): architectures decide first
-    OriginalFormat("LLaVA-NeXT (LlavaQwen)", "llava_next", architectures=("LlavaQwenForCausalLM",)),
+    OriginalFormat("LLaVA-NeXT (LlavaQwen)", "llava_next", architectures=("LlavaQwenForCausalLM",),
+                   native_model_types=("llava_qwen",)),
+    OriginalFormat("InternVL2.5", "internvl_chat", architectures=("InternVLChatModel",), model_types=("internvl_chat",),
+                   native_model_types=("internvl_chat",), tiny_tokenizer="internvl_chat"),
 )
 
 

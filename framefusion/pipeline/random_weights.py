@@ -14,6 +14,7 @@ format's native model and processor.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from framefusion.models import find_format
+from framefusion.models import FORMATS, find_format
 
 CONFIGS = Path(__file__).with_name("configs")
 REFERENCES = {  # short name: (hub id the config comes from, framefusion.tiny tokenizer family)
@@ -35,13 +36,14 @@ REFERENCES = {  # short name: (hub id the config comes from, framefusion.tiny to
     "qwen3.5-0.8b": ("Qwen/Qwen3.5-0.8B", "qwen3_5"),
     "qwen3.5-9b": ("Qwen/Qwen3.5-9B", "qwen3_5"),
     "minicpm-v-4.6": ("openbmb/MiniCPM-V-4.6", "minicpmv4_6"),
+    "internvl2.5-8b": ("OpenGVLab/InternVL2_5-8B", "internvl_chat"),  # the original remote-code format
 }
 TOKENIZER_FAMILY = {  # model_type -> tiny tokenizer family (for configs from a directory or the hub cache)
     "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "llava_onevision": "llava_onevision",
     "llava_next_video": "llava_next_video", "internvl": "internvl", "qwen3_5": "qwen3_5",
     "minicpmv4_6": "minicpmv4_6", "minicpmv4_7": "minicpmv4_7",
 }
-ORIGINAL_TOKENIZER_FAMILY = "qwen2_vl"  # a ChatML tokenizer for the original-format (LLaVA-NeXT) checkpoints
+ORIGINAL_TOKENIZERS = {"internvl_chat": "framefusion.tiny.internvl_chat:tiny_tokenizer"}  # family -> tiny tokenizer
 CPU_WIDTH_SCALE = 0.25  # the largest width scale chosen by default on a CPU (a 7B model: about 0.7 B parameters)
 GPU_MEMORY_SHARE = 0.6  # weights may take this share of a GPU's free memory at the default width
 TEXT_HEADS = ("num_attention_heads", "num_key_value_heads", "linear_num_key_heads", "linear_num_value_heads")
@@ -66,8 +68,9 @@ def config_source(name: str) -> tuple[Path, str]:
     if not folder.is_dir():
         folder = _cached_hub_folder(name)
     raw = json.loads((folder / "config.json").read_text())
-    if find_format(raw) is not None:
-        return folder, ORIGINAL_TOKENIZER_FAMILY
+    original = find_format(raw)
+    if original is not None:
+        return folder, original.tiny_tokenizer
     model_type = raw.get("model_type")
     if model_type not in TOKENIZER_FAMILY:
         raise RandomModelError(f"{name}: model_type {model_type!r} has no adapter; random weights work for "
@@ -142,63 +145,72 @@ def default_width_scale(config: Any, device: torch.device, dtype: torch.dtype) -
 
 def parameter_count(config: Any) -> int:
     """Parameters of the model a config builds (counted on the meta device, nothing allocated)."""
+    original = _original_of(config)
     with torch.device("meta"):
-        model = _model_from_config(config)
+        if original is not None:
+            model = original.implementation().empty_model(copy.deepcopy(config))
+        else:
+            from transformers import AutoModelForImageTextToText
+
+            model = AutoModelForImageTextToText.from_config(config)
     return sum(p.numel() for p in model.parameters())
 
 
-def reference_config(folder: Path, tokenizer_size: int = 0) -> Any:
+def _original_of(config: Any):
+    """The original format whose native config this is (framefusion.models), or None."""
+    return next((fmt for fmt in FORMATS if config.model_type in fmt.native_model_types), None)
+
+
+def tiny_tokenizer(family: str) -> Any:
+    """The small tokenizer a random-weight model of this tokenizer family gets (framefusion.tiny)."""
+    if family in ORIGINAL_TOKENIZERS:
+        module_name, _, function = ORIGINAL_TOKENIZERS[family].partition(":")
+        return getattr(importlib.import_module(module_name), function)()
+    from framefusion.tiny import build_tokenizer
+
+    return build_tokenizer(family=family)
+
+
+def reference_config(folder: Path, tokenizer: Any = None) -> Any:
     """The config a folder's config.json describes: transformers' own, or the native one of an original format
-    (framefusion.models; its placeholder tokens follow a tokenizer of `tokenizer_size` tokens)."""
+    (framefusion.models; its placeholder tokens follow `tokenizer`, the tiny one of its family by default)."""
     from transformers import AutoConfig
 
     raw = json.loads((Path(folder) / "config.json").read_text())
     original = find_format(raw)
     if original is None:
         return AutoConfig.from_pretrained(folder)
-    native = getattr(original.implementation(), "native_config", None)
-    if native is None:
+    module = original.implementation()
+    if not hasattr(module, "random_config"):
         raise RandomModelError(f"random weights are not available for {original.name} checkpoints")
-    return native(raw, tokenizer_size=tokenizer_size)
-
-
-def _model_from_config(config: Any, **options: Any) -> Any:
-    """A model with random weights for a config (the native class for an original format)."""
-    if config.model_type == "llava_qwen":  # framefusion.models.llava_next
-        from framefusion.models.llava_next import LlavaQwenForVideo
-
-        return LlavaQwenForVideo._from_config(config, **options)
-    from transformers import AutoModelForImageTextToText
-
-    return AutoModelForImageTextToText.from_config(config, **options)
+    return module.random_config(raw, tokenizer if tokenizer is not None else tiny_tokenizer(original.tiny_tokenizer))
 
 
 def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, attn: str,
                        width_scale: float | None = None, seed: int = 0) -> tuple[Any, Any, float]:
     """(model with random weights, processor, width scale used) for a short name, directory or cached hub id."""
-    from transformers import AutoImageProcessor, AutoVideoProcessor
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoVideoProcessor
 
-    from framefusion.tiny import build_tokenizer
     from framefusion.tiny.tokenizer import special_token_ids
 
     folder, family = config_source(name)
-    tokenizer = build_tokenizer(family=family)
-    config = reference_config(folder, tokenizer_size=len(tokenizer))
+    tokenizer = tiny_tokenizer(family)
+    config = reference_config(folder, tokenizer)
     scale = default_width_scale(config, device, dtype) if width_scale is None else width_scale
     config = scaled_config(config, scale)
     original = find_format(json.loads((folder / "config.json").read_text()))
-    if original is None:
-        for key, value in special_token_ids(family, tokenizer).items():
-            setattr(config, key, value)
+    if original is not None:  # an original format: its module builds the native model and processor
+        model, processor = original.implementation().random_model(config, tokenizer, dtype=dtype,
+                                                                   attn_implementation=attn, seed=seed)
+        return model.to(device).eval(), processor, scale
+    for key, value in special_token_ids(family, tokenizer).items():
+        setattr(config, key, value)
     torch.manual_seed(seed)
-    model = _model_from_config(config, dtype=dtype, attn_implementation=attn)
+    model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attn)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if original is not None:
-        processor = original.implementation().make_processor(tokenizer, config)
-    else:
-        processor = _processor(config.model_type, folder, tokenizer, AutoImageProcessor.from_pretrained(folder),
-                               AutoVideoProcessor.from_pretrained(folder))
+    processor = _processor(config.model_type, folder, tokenizer, AutoImageProcessor.from_pretrained(folder),
+                           AutoVideoProcessor.from_pretrained(folder))
     return model.to(device).eval(), processor, scale
 
 

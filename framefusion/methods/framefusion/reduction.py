@@ -49,6 +49,8 @@ class PrefillReduction(Reducer):
         self.removed_at = torch.full((n_v,), -1, dtype=torch.long, device=device)
         self.removed_by = torch.full((n_v,), KEPT, dtype=torch.long, device=device)
         self.merged_into = torch.full((n_v,), -1, dtype=torch.long, device=device)
+        self.extra = layout.prune_extra.to(device)  # [E] non-video positions the prune step also ranks
+        self.extra_removed_at = torch.full((self.extra.numel(),), -1, dtype=torch.long, device=device)
         self.steps: list[StepRecord] = []
 
     @property
@@ -112,20 +114,28 @@ class PrefillReduction(Reducer):
     def _prune(self, point: int, hidden: torch.Tensor, attention: QueryKeys) -> torch.Tensor:
         chain = self.chain
         rows = self.row_of_position[self.positions[chain]]
-        importance = attention_importance(attention.queries, attention.keys, attention.scaling)[rows]
+        extra = torch.nonzero(self.extra_removed_at < 0).flatten()  # alive prune_extra tokens (usually none)
+        extra_rows = self.row_of_position[self.extra[extra]]
+        scores = attention_importance(attention.queries, attention.keys, attention.scaling)  # [n_alive]
+        importance = scores[torch.cat([rows, extra_rows])]
         ratio = prune_ratio(self.num_layers, self.config.cost, self.merge_ratios, point)
-        n = chain.numel()
+        n = chain.numel() + extra.numel()
         keep_count = round(n * (1.0 - ratio)) if ratio < 1.0 else 0
+        position = torch.cat([self.positions[chain], self.extra[extra]])
         if keep_count > 0:
-            keep = keep_most_important(importance, keep_count, self.positions[chain])
-        else:  # budget spent: the smallest count allowed is one token per video
-            keep = keep_one_per_video(importance, self.video[chain], self.positions[chain])
-        removed = chain[~keep]
+            keep = keep_most_important(importance, keep_count, position)
+        else:  # budget spent: the smallest count allowed is one video token per video (no prune_extra token)
+            keep = torch.zeros(n, dtype=torch.bool, device=importance.device)
+            keep[:chain.numel()] = keep_one_per_video(importance[:chain.numel()], self.video[chain],
+                                                      self.positions[chain])
+        keep_video, keep_extra = keep[:chain.numel()], keep[chain.numel():]
+        removed = chain[~keep_video]
         self._mark_removed(removed, point, PRUNED)
-        self.steps.append(StepRecord(point, "prune", n, removed.numel(), ratio))
+        self.extra_removed_at[extra[~keep_extra]] = point
+        self.steps.append(StepRecord(point, "prune", chain.numel(), removed.numel(), ratio))
         self.merging_done = self.pruning_done = True
-        self.chain = chain[keep]
-        return self._drop_rows(hidden, rows[~keep])
+        self.chain = chain[keep_video]
+        return self._drop_rows(hidden, torch.cat([rows[~keep_video], extra_rows[~keep_extra]]))
 
     def _move_to(self, device: torch.device) -> None:
         """Follow the hidden states to another device (layers split over devices by accelerate)."""
@@ -168,5 +178,6 @@ class PrefillReduction(Reducer):
             importance_queries=self.query_rows,
             similarity_threshold=self.config.similarity_lower_bound,
             threshold_source=self.threshold_source,
+            other_removed_at=self.extra_removed_at.cpu(),
         )
 

@@ -23,7 +23,7 @@ from framefusion.models.llava_next.vision_tower import TOWER_PREFIX, tower_confi
 from framefusion.models.llava_next.weights import CheckpointWeights, save_weights, to_ours
 
 __all__ = ["MODEL_ARGS", "LlavaQwenForVideo", "LlavaQwenProcessor", "LlavaQwenVideoConfig", "load", "make_processor",
-           "native_config", "save_original", "tower_body"]
+           "empty_model", "native_config", "random_config", "random_model", "save_original", "tower_body"]
 
 
 def load(folder: Path, *, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
@@ -37,6 +37,26 @@ def load(folder: Path, *, dtype: torch.dtype = torch.float32, attn_implementatio
     model = build_model(config, weights, dtype, attn_implementation)
     _generation_config(model, folder, tokenizer)
     return model, make_processor(tokenizer, config)
+
+
+def random_config(original: dict[str, Any], tokenizer: Any) -> LlavaQwenVideoConfig:
+    """The native config of an original config.json for a random-weight model with `tokenizer`."""
+    return native_config(original, tokenizer_size=len(tokenizer))
+
+
+def random_model(config: LlavaQwenVideoConfig, tokenizer: Any, *, dtype: torch.dtype = torch.float32,
+                 attn_implementation: str = "sdpa", seed: int = 0) -> tuple[LlavaQwenForVideo, LlavaQwenProcessor]:
+    """(model with random weights, processor) of a native config, with `tokenizer`'s end and pad ids."""
+    torch.manual_seed(seed)
+    model = LlavaQwenForVideo._from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), make_processor(tokenizer, config)
+
+
+def empty_model(config: LlavaQwenVideoConfig) -> LlavaQwenForVideo:
+    """The model of a native config (call it under torch.device("meta") to count parameters)."""
+    return LlavaQwenForVideo._from_config(config)
 
 
 def native_config(original: dict[str, Any], *, tokenizer_size: int, model_args: dict[str, str] | None = None,
