@@ -30,18 +30,24 @@ class OriginalFormat:
     module: str  # the module under framefusion.models that loads it
     architectures: tuple[str, ...] = ()  # config.json "architectures" entries that identify the format
     model_types: tuple[str, ...] = ()  # or config.json "model_type" values that do
+    facts: tuple[tuple[str, Any], ...] = ()  # and (key, value) pairs config.json must also hold, e.g. a version
 
     def matches(self, config: Mapping[str, Any]) -> bool:
         """Whether a checkpoint's top-level config.json is in this format."""
         names = set(config.get("architectures") or ())
-        return bool(names & set(self.architectures)) or config.get("model_type") in self.model_types
+        named = bool(names & set(self.architectures)) or config.get("model_type") in self.model_types
+        return named and all(key in config and config[key] == value for key, value in self.facts)
 
     def implementation(self) -> ModuleType:
         """The format's module (imported on first use)."""
         return importlib.import_module(f"framefusion.models.{self.module}")
 
 
-FORMATS: tuple[OriginalFormat, ...] = ()
+FORMATS: tuple[OriginalFormat, ...] = (
+    # MiniCPM-V 2.6 only: 2.0 / 2.5 / 4.0 / 4.5 also say "MiniCPMV" (other LLMs and vision towers), and the
+    # transformers-native 4.6 / 4.7 say "MiniCPMV4_6ForConditionalGeneration" / model_type "minicpmv4_6"
+    OriginalFormat("MiniCPM-V 2.6", "minicpmv", architectures=("MiniCPMV",), facts=(("version", 2.6),)),
+)
 
 
 class ModelArgError(ValueError):

@@ -73,6 +73,7 @@ class AskResult:
     first_token_logits: torch.Tensor | None = field(default=None, repr=False)  # [vocab] float32 on CPU
     generated_tokens: int = 0
     clips: list[VideoClip] = field(default_factory=list, repr=False)  # what the model saw (after the method's pick)
+    answer_ids: list[int] = field(default_factory=list)  # the generated token ids (stop strings included)
 
     @property
     def importance_queries(self) -> int | None:
@@ -103,6 +104,7 @@ class AskResult:
             "importance_queries": self.importance_queries,
             "params": dict(self.params),
             "tokens_per_layer": list(self.tokens_per_layer),
+            "answer_ids": list(self.answer_ids),
             "timings": self.timings.to_dict(),
             "peak_memory_bytes": self.peak_memory_bytes,
         }
@@ -280,4 +282,5 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
         first_token_logits=generation.first_token_logits,
         generated_tokens=int(generation.new_tokens.numel()),
         clips=clips,
+        answer_ids=generation.new_tokens.tolist(),
     )
