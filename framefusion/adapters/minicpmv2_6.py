@@ -25,6 +25,7 @@ from framefusion.adapters.base import FamilyAdapter, token_positions
 from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
 
 AUTHORS_UNIT = "_framefusion_authors_frame_unit"  # set on the multimodal module while FrameFusion is installed
+REDUCING = "_framefusion_reducing"  # set on it while any reduction is installed
 SEPARATORS_AFTER_LAST = 2  # the authors' span ends with the last frame's end marker and the newline after it
 
 
@@ -38,15 +39,21 @@ class MiniCPMV2_6Adapter(FamilyAdapter):
     def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """Each video's (frames, slices per frame), and which placeholder runs are video slices."""
         shape = arguments.get("video_shape")
-        return None if shape is None else {"video_shape": shape, "slice_video": arguments.get("slice_video")}
+        if shape is None:
+            return None
+        mask = arguments.get("attention_mask")
+        masked = isinstance(mask, torch.Tensor) and mask.ndim == 2 and not bool(mask.all())
+        return {"video_shape": shape, "slice_video": arguments.get("slice_video"), "masked": masked}
 
     def install_extras(self, engine, model: nn.Module) -> list:
-        """Under FrameFusion, read frames as the authors' unit (queries and separators); undone on removal."""
-        if not engine.description.startswith("FrameFusion("):
-            return []
+        """Mark the module as reducing and, under FrameFusion, read frames as the authors' unit (queries and
+        separators); undone on removal."""
         module = self.multimodal_module(model)
-        module.__dict__[AUTHORS_UNIT] = True
-        return [lambda: module.__dict__.pop(AUTHORS_UNIT, None)]
+        flags = {REDUCING: True}
+        if engine.description.startswith("FrameFusion("):
+            flags[AUTHORS_UNIT] = True
+        module.__dict__.update(flags)
+        return [lambda: [module.__dict__.pop(flag, None) for flag in flags]]
 
     def video_runs(self, module: nn.Module, input_ids: torch.Tensor,
                    video: dict[str, Any]) -> list[tuple[int, int, list[torch.Tensor]]]:
@@ -74,6 +81,10 @@ class MiniCPMV2_6Adapter(FamilyAdapter):
         """Frames of slices x Q query tokens; with FrameFusion installed, the authors' frame unit instead."""
         if not video:
             return None
+        if video.get("masked") and module.__dict__.get(REDUCING):
+            raise ValueError(f"{self.name}: the prompt contains token id 0 ('!' in MiniCPM-V 2.6's vocabulary), which "
+                             "the original processor masks out of attention (it pads with id 0), as ours does; "
+                             "token reduction needs an unmasked prompt: leave '!' out of the question, or run dense")
         videos = self.video_runs(module, input_ids, video)
         if not videos:
             return None

@@ -30,11 +30,13 @@ REFERENCES = {  # short name: (hub id the config comes from, framefusion.tiny to
     "qwen3.5-0.8b": ("Qwen/Qwen3.5-0.8B", "qwen3_5"),
     "qwen3.5-9b": ("Qwen/Qwen3.5-9B", "qwen3_5"),
     "minicpm-v-4.6": ("openbmb/MiniCPM-V-4.6", "minicpmv4_6"),
+    "minicpm-v-2.6": ("openbmb/MiniCPM-V-2_6", "minicpmv2_6"),  # original remote-code format (framefusion.models)
 }
 TOKENIZER_FAMILY = {  # model_type -> tiny tokenizer family (for configs from a directory or the hub cache)
     "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "llava_onevision": "llava_onevision",
     "llava_next_video": "llava_next_video", "internvl": "internvl", "qwen3_5": "qwen3_5",
     "minicpmv4_6": "minicpmv4_6", "minicpmv4_7": "minicpmv4_7",
+    "minicpmv2_6": "minicpmv2_6",  # the model_type framefusion.models gives MiniCPM-V 2.6's original format
 }
 CPU_WIDTH_SCALE = 0.25  # the largest width scale chosen by default on a CPU (a 7B model: about 0.7 B parameters)
 GPU_MEMORY_SHARE = 0.6  # weights may take this share of a GPU's free memory at the default width
@@ -59,11 +61,35 @@ def config_source(name: str) -> tuple[Path, str]:
     folder = Path(name).expanduser()
     if not folder.is_dir():
         folder = _cached_hub_folder(name)
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    model_type = read_config(folder).model_type
     if model_type not in TOKENIZER_FAMILY:
         raise RandomModelError(f"{name}: model_type {model_type!r} has no adapter; random weights work for "
                                f"{', '.join(sorted(TOKENIZER_FAMILY))}")
     return folder, TOKENIZER_FAMILY[model_type]
+
+
+def read_config(folder: Path) -> Any:
+    """The transformers config of a folder's config.json; a checkpoint in an original format (framefusion.models)
+    is parsed by its format's module."""
+    from transformers import AutoConfig
+
+    from framefusion.models import find_format
+
+    original = find_format(json.loads((Path(folder) / "config.json").read_text()))
+    if original is not None:
+        return original.implementation().parse_config(json.loads((Path(folder) / "config.json").read_text()))
+    return AutoConfig.from_pretrained(folder)
+
+
+def _original_module(config: Any) -> Any:
+    """The framefusion.models module that builds this config's model (None for transformers' own classes)."""
+    from framefusion.models import FORMATS
+
+    for original in FORMATS:
+        module = original.implementation()
+        if getattr(module, "MODEL_TYPE", None) == config.model_type:
+            return module
+    return None
 
 
 def _cached_hub_folder(name: str) -> Path:
@@ -135,24 +161,33 @@ def parameter_count(config: Any) -> int:
     """Parameters of the model a config builds (counted on the meta device, nothing allocated)."""
     from transformers import AutoModelForImageTextToText
 
-    with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config)
+    original = _original_module(config)
+    if original is not None:
+        model = original.build_model(copy.deepcopy(config), dtype=torch.float32, device="meta")
+    else:
+        with torch.device("meta"):
+            model = AutoModelForImageTextToText.from_config(config)
     return sum(p.numel() for p in model.parameters())
 
 
 def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, attn: str,
                        width_scale: float | None = None, seed: int = 0) -> tuple[Any, Any, float]:
     """(model with random weights, processor, width scale used) for a short name, directory or cached hub id."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoVideoProcessor
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoVideoProcessor
 
-    from framefusion.tiny import build_tokenizer
-    from framefusion.tiny.tokenizer import special_token_ids
+    from framefusion.tiny.tokenizer import build_tokenizer, special_token_ids
 
     folder, family = config_source(name)
-    config = AutoConfig.from_pretrained(folder)
+    config = read_config(folder)
     scale = default_width_scale(config, device, dtype) if width_scale is None else width_scale
     config = scaled_config(config, scale)
     tokenizer = build_tokenizer(family=family)
+    original = _original_module(config)
+    if original is not None:  # a checkpoint format of framefusion.models: its own model and processor
+        torch.manual_seed(seed)
+        model, processor = original.random_model(folder, config=config, tokenizer=tokenizer, dtype=dtype,
+                                                 attn_implementation=attn, device=device)
+        return model.eval(), processor, scale
     for key, value in special_token_ids(family, tokenizer).items():
         setattr(config, key, value)
     torch.manual_seed(seed)

@@ -34,12 +34,16 @@ SPEC = {
               "vision_hidden": 64, "vision_heads": 2, "vision_layers": 2, "query_num": 64, "scale_resolution": 56,
               "seed": 0},
     "clips": ["square", "wide"],  # 56 x 56 frames: one slice each; 112 x 56: a 84 x 42 thumbnail and 2 slices
+    # NaViT position ids of these patch grids (rows, cols), where rounding of the coordinates matters (49, 58, 77)
+    "navit_sizes": [[49, 58], [25, 50], [77, 13], [3, 6], [32, 32]],
     "frames": 8,
     "question": "Which direction did the white square move?",
     "max_new_tokens": 12,
     "regimes": {  # dense first: the authors' FrameFusion cannot be removed once applied
         "dense square": {"clip": "square", "method": "dense"},
         "dense square, chat() defaults": {"clip": "square", "method": "dense", "repetition_penalty": 1.05},
+        "dense square, id 0 in the question": {"clip": "square", "method": "dense",
+                                               "question": "Which direction<|endoftext|> did the white square move?"},
         "dense wide": {"clip": "wide", "method": "dense"},
         "ff merge, merge, prune": {"clip": "square", "method": "framefusion", "cost": 0.3, "similarity": 0.99,
                                    "ratio_lower_bound": 0.1},
@@ -161,6 +165,8 @@ def main() -> None:
     inputs = {clip: check_inputs(args.work, clip, 14) for clip in SPEC["clips"]}
     print(f"\nours: transformers {ours['transformers']}, torch {ours['torch']}; theirs: transformers 4.45.2\n")
     print("\n".join(table(SPEC, ours, theirs, inputs)))
+    for (rows, cols), a, b in zip(SPEC["navit_sizes"], ours["navit_position_ids"], theirs["navit_position_ids"]):
+        print(f"NaViT position ids of a {rows} x {cols} grid: {'same' if a == b else 'DIFFER'}")
     for name, regime in SPEC["regimes"].items():
         if regime["method"] == "framefusion":
             a, b = ours["runs"][name], theirs["runs"][name]

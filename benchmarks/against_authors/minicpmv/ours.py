@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO))
 
 from framefusion.api import apply_framefusion, last_stats, remove_framefusion  # noqa: E402
+from framefusion.models.minicpmv.vision import navit_position_ids  # noqa: E402
 from framefusion.pipeline.loading import load_model  # noqa: E402
 from framefusion.tiny.minicpmv import TinyMiniCPMV, save_tiny_minicpmv2_6  # noqa: E402
 from framefusion.video import load_video  # noqa: E402
@@ -46,7 +48,8 @@ def generate(model, inputs, max_new_tokens: int, repetition_penalty: float | Non
 
 def cli_ask(ckpt: Path, clip: Path, spec: dict, regime: dict) -> dict:
     """`framefusion ask CLIP --json` with the regime's settings (a fresh process, as a user runs it)."""
-    command = [sys.executable, "-m", "ffcli.main", "ask", str(clip), spec["question"], "--model", str(ckpt),
+    question = regime.get("question", spec["question"])
+    command = [sys.executable, "-m", "ffcli.main", "ask", str(clip), question, "--model", str(ckpt),
                "--frames", str(spec["frames"]), "--max-new-tokens", str(spec["max_new_tokens"]), "--device", "cpu",
                "--dtype", "fp32", "--json"]
     if regime["method"] == "framefusion":
@@ -60,7 +63,7 @@ def cli_ask(ckpt: Path, clip: Path, spec: dict, regime: dict) -> dict:
         raise SystemExit(f"ours: the CLI failed: {done.stderr[-2000:]}")
     result = json.loads(done.stdout)
     return {key: result[key] for key in ("answer_ids", "tokens_per_layer", "vision_tokens", "frames", "kept_ratio")} \
-        | {"command": "framefusion " + " ".join(command[3:])}
+        | {"command": shlex.join(["framefusion", *command[3:]])}
 
 
 def main() -> None:
@@ -78,11 +81,14 @@ def main() -> None:
         np.save(work / f"frames_{clip_name}.npy", np.asarray(clip.frames))
         inputs = prepare_inputs(processor, [clip], spec["question"])
         torch.save(dict(inputs), work / f"inputs_{clip_name}.pt")
+        default_inputs = inputs
         print(f"ours: {clip_name}: {tuple(clip.frames.shape)} frames, {inputs['input_ids'].shape[-1]} prompt tokens",
               flush=True)
         for name, regime in spec["regimes"].items():
             if regime["clip"] != clip_name:
                 continue
+            question = regime.get("question", spec["question"])
+            inputs = prepare_inputs(processor, [clip], question) if "question" in regime else default_inputs
             remove_framefusion(model)
             if regime["method"] == "framefusion":
                 apply_framefusion(model, cost=regime["cost"], similarity_lower_bound=regime["similarity"],
@@ -99,6 +105,8 @@ def main() -> None:
                 run["cli"] = cli_ask(ckpt, clip_path, spec, regime)
             report["runs"][name] = run
             print(f"ours: {name}: ids {run['ids']}", flush=True)
+    side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+    report["navit_position_ids"] = [navit_position_ids(rows, cols, side).tolist() for rows, cols in spec["navit_sizes"]]
     (work / "ours.json").write_text(json.dumps(report))
 
 

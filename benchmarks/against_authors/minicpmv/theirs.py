@@ -95,6 +95,21 @@ class LayerCounts:
             handle.remove()
 
 
+def navit_ids(model, sizes):
+    """The position ids the original vision embeddings give slices of these (rows, cols) patch grids."""
+    embeddings, seen = model.vpm.embeddings, []
+    handle = embeddings.position_embedding.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    patch = embeddings.patch_size
+    try:
+        for rows, cols in sizes:
+            pixels = torch.zeros(1, 3, patch, rows * cols * patch)  # the original's patch-strip layout
+            mask = torch.ones(1, 1, rows * cols, dtype=torch.bool)
+            embeddings(pixels, mask, torch.tensor([[rows, cols]], dtype=torch.int32))
+    finally:
+        handle.remove()
+    return [ids[0].tolist() for ids in seen]
+
+
 def chat(model, processor, tokenizer, frames, question, max_new_tokens, **generation):
     """The original chat() on the video recipe; returns (recorder, output)."""
     recorder = Recorder(model)
@@ -131,7 +146,8 @@ def main() -> None:
             raise SystemExit("theirs: dense runs must come before FrameFusion ones (it cannot be removed)")
         counter = LayerCounts(model.llm.model.layers)
         settings = greedy if "repetition_penalty" not in regime else {"sampling": True, "do_sample": False}
-        recorder, _ = chat(model, processor, tokenizer, frames, spec["question"], spec["max_new_tokens"], **settings)
+        question = regime.get("question", spec["question"])
+        recorder, _ = chat(model, processor, tokenizer, frames, question, spec["max_new_tokens"], **settings)
         counter.remove()
         kv, mlp = counter.counts()
         inputs = recorder.inputs
@@ -139,6 +155,7 @@ def main() -> None:
         run = {"ids": recorder.output.sequences[0].tolist(),  # generate on inputs_embeds returns the new ids only
                "logits": torch.stack([step[0].float() for step in recorder.output.logits]).tolist(),
                "tokens_per_layer": kv, "ffn_tokens_per_layer": mlp,
+               "masked_positions": torch.nonzero(inputs["attention_mask"][0] == 0).flatten().tolist(),
                "tokens_per_slice": sorted({int(b[1] - b[0]) for b in bounds})}
         if regime["method"] == "framefusion":
             fusion = model.framefusion
@@ -150,6 +167,7 @@ def main() -> None:
             torch.save({"input_ids": inputs["input_ids"], "pixel_values": inputs["pixel_values"],
                         "tgt_sizes": inputs["tgt_sizes"], "image_bound": bounds}, work / f"theirs_inputs_{regime['clip']}.pt")
         print(f"theirs: {name}: ids {run['ids']}", flush=True)
+    report["navit_position_ids"] = navit_ids(model, spec["navit_sizes"])
     (work / "theirs.json").write_text(json.dumps(report))
 
 

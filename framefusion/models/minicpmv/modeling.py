@@ -2,10 +2,10 @@
 
 Every image slice (a video frame, an image's thumbnail or one of its slices) is encoded at its own size: the
 SigLIP encoder with NaViT position ids, which place a slice's h x w patch grid onto the 70 x 70 learned position
-table by bucketing fractional coordinates (Idefics2's vision transformer does exactly this), then the resampler
-turns its h * w patch features into `query_num` LLM tokens. Those replace the prompt's "<unk>" placeholders in
-prompt order, and the Qwen2 decoder runs on the result. Slices of one size are encoded together with no padding,
-so no patch attention mask is needed.
+table by bucketing fractional coordinates (Idefics2's vision transformer, with the original's rounding of the
+coordinates: vision.py), then the resampler turns its h * w patch features into `query_num` LLM tokens. Those
+replace the prompt's "<unk>" placeholders in prompt order, and the Qwen2 decoder runs on the result. Slices of one
+size are encoded together with no padding, so no patch attention mask is needed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionTransfo
 
 from framefusion.models.minicpmv.config import MiniCPMV26Config
 from framefusion.models.minicpmv.resampler import Resampler
+from framefusion.models.minicpmv.vision import NaViTEmbeddings
 
 # transformers 5.24 renamed the outputs' cache field from past_key_values to cache
 CACHE_FIELD = "cache" if "cache" in {f.name for f in fields(CausalLMOutputWithPast)} else "past_key_values"
@@ -67,6 +68,7 @@ class MiniCPMV26Model(MiniCPMV26PreTrainedModel):
         super().__init__(config)
         vision: Idefics2VisionConfig = config.vision_config
         self.vision_tower = Idefics2VisionTransformer(vision)
+        self.vision_tower.embeddings = NaViTEmbeddings(vision)  # the original's position-id rounding
         self.resampler = Resampler(config.query_num, config.text_config.hidden_size, config.resampler_heads,
                                    vision.hidden_size)
         self.language_model = Qwen2Model(config.text_config)

@@ -29,6 +29,7 @@ from framefusion.models.minicpmv.slicing import Grid, SliceSettings, normalize, 
 IMAGE_TAG = "(<image>./</image>)"  # the original chat()'s image item
 VIDEO_TAG = "(<video>./</video>)"  # ours: one per video, expanded into its frames' image items
 VIDEO_MAX_SLICES = 2  # model card: max_slice_nums=2 for video
+ORIGINAL_PAD_ID = 0  # the original processor's padding id, masked wherever it occurs
 MARKERS = {"im_start": "<image>", "im_end": "</image>", "slice_start": "<slice>", "slice_end": "</slice>",
            "unk": "<unk>", "im_id_start": "<image_id>", "im_id_end": "</image_id>"}
 
@@ -139,9 +140,9 @@ class MiniCPMV26Processor:
                 out_text += self.image_placeholder(grid, image_index if use_ids else None)
                 image_index += 1
             out_text += after
-        ids = self.tokenizer(out_text, add_special_tokens=False)["input_ids"]
-        data: dict[str, Any] = {"input_ids": torch.tensor([ids], dtype=torch.long),
-                                "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+        ids = torch.tensor([self.tokenizer(out_text, add_special_tokens=False)["input_ids"]], dtype=torch.long)
+        # as the original: it pads with id 0 and masks every id 0 ("!" in Qwen2's vocabulary) out of attention
+        data: dict[str, Any] = {"input_ids": ids, "attention_mask": (ids != ORIGINAL_PAD_ID).long()}
         patch = self.settings.slicing.patch_size
         if video_slices:
             data["pixel_values_videos"], data["tgt_sizes_videos"] = pad_slices(video_slices, patch)
