@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,16 +134,19 @@ def table(spec: dict, ours: dict, theirs: dict, inputs: dict) -> list[str]:
     return lines
 
 
-def record(spec: dict, ours: dict, theirs: dict) -> dict:
+def record(spec: dict, ours: dict, theirs: dict, work: Path) -> dict:
     """The oracle's outputs, with what reproduces them, for checks that compare `framefusion ask --json` later."""
     runs = {}
     for name, regime in spec["regimes"].items():
         b, cli = theirs["runs"][name], ours["runs"][name].get("cli")
+        command = None
+        if cli is not None:  # paths made portable: $CKPT is the checkpoint folder, clips are in this folder
+            command = cli["command"].replace(str(work / "ckpt"), "$CKPT").replace(str(REPO) + "/", "")
         runs[name] = {"regime": regime, "greedy_ids": b["ids"], "tokens_per_layer": b["tokens_per_layer"],
                       "ffn_tokens_per_layer": b["ffn_tokens_per_layer"], "tokens_per_slice": b["tokens_per_slice"],
-                      "authors_vision_tokens": b.get("vision_tokens"), "authors_frame_unit": b.get("frame_unit"),
-                      "authors_merge_ratios": b.get("merge_ratios"),
-                      "ask_command": cli["command"] if cli and "repetition_penalty" not in regime else None}
+                      "frames": spec["frames"], "authors_vision_tokens": b.get("vision_tokens"),
+                      "authors_frame_unit": b.get("frame_unit"), "authors_merge_ratios": b.get("merge_ratios"),
+                      "ask_command": command}
     return {"what": "outputs of the original MiniCPM-V 2.6 code (404805854/minicpmv2.6-onnx@8490e59, transformers "
                     "4.45.2) and the authors' FrameFusion (thu-nics/FrameFusion@fbec1d2) on the tiny checkpoint",
             "checkpoint": {"builder": "framefusion.tiny.minicpmv.save_tiny_minicpmv2_6(DIR, TinyMiniCPMV(**sizes))",
@@ -155,11 +159,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/minicpmv_compare"))
     parser.add_argument("--record", action="store_true", help="write the oracle's outputs to recorded.json")
+    parser.add_argument("--tabulate", action="store_true", help="only print the table of the last run in --work")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "spec.json").write_text(json.dumps(SPEC, indent=2))
-    run([OURS_PY, str(HERE / "ours.py"), str(args.work)])
-    run([THEIRS_PY, str(HERE / "theirs.py"), str(args.work)], {"ORACLE_DIR": str(ORACLE)})
+    if not args.tabulate:
+        run([OURS_PY, str(HERE / "ours.py"), str(args.work)])
+        run([THEIRS_PY, str(HERE / "theirs.py"), str(args.work)], {"ORACLE_DIR": str(ORACLE)})
     ours = json.loads((args.work / "ours.json").read_text())
     theirs = json.loads((args.work / "theirs.json").read_text())
     inputs = {clip: check_inputs(args.work, clip, 14) for clip in SPEC["clips"]}
@@ -175,7 +181,9 @@ def main() -> None:
             print(f"\n{name}: our steps: {steps}; their merge ratios {[round(r, 4) for r in b['merge_ratios']]}\n"
                   f"  KV per layer (both): {rle(b['tokens_per_layer'])}")
     if args.record:
-        (HERE / "recorded.json").write_text(json.dumps(record(SPEC, ours, theirs), indent=1) + "\n")
+        text = json.dumps(record(SPEC, ours, theirs, args.work), indent=1)
+        text = re.sub(r"\[\s+([-\d.e, \n]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+        (HERE / "recorded.json").write_text(text + "\n")
         print(f"\nrecorded the oracle's outputs in {HERE / 'recorded.json'}")
 
 
