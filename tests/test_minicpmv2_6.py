@@ -220,7 +220,7 @@ def test_token_id_zero_is_masked_as_the_original_does(loaded):
         ask(loaded, clip_of(56), "What<|endoftext|> is happening?", method="framefusion", max_new_tokens=1)
 
 
-def test_ask_json_through_the_cli(checkpoint, tmp_path):
+def test_ask_json_and_visualize_through_the_cli(checkpoint, tmp_path):
     video = write_video(tmp_path / "clip.mp4", clip_of(56, frames=8).frames, fps=4.0)
     runner = CliRunner()
     outputs = {}
@@ -233,6 +233,10 @@ def test_ask_json_through_the_cli(checkpoint, tmp_path):
     assert dense["model_info"]["family"] == "MiniCPM-V 2.6" and dense["vision_tokens"] == 8 * Q
     assert fused["vision_tokens"] == 8 * (Q + 3) - 1 and len(fused["tokens_per_layer"]) == SIZES.num_layers
     assert all(isinstance(i, int) for i in dense["answer_ids"] + fused["answer_ids"])
+    done = runner.invoke(app, ["visualize", str(video), "--model", str(checkpoint), "--frames", "4", "--out",
+                               str(tmp_path / "vis")])  # frames of the authors' unit: a short last frame
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "vis" / "merged_blank.png").is_file()
 
 
 def test_the_published_preprocessing_gives_64_tokens_per_448_pixel_frame():
