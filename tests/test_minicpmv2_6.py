@@ -118,6 +118,21 @@ def test_a_frame_is_its_slices_of_query_num_tokens(loaded):
     assert wide["tgt_sizes_videos"][:3].tolist() == [[3, 6], [4, 4], [4, 4]]  # thumbnail 84 x 42, two 56 x 56
 
 
+def test_images_are_sliced_and_numbered_as_the_original(loaded):
+    image = clip_of(112, 112, frames=1).frames[0]
+    tokenizer = loaded.processor.tokenizer
+    alone = prepare_inputs(loaded.processor, [], QUESTION, images=[image])  # 4x the scale area: a 2 x 2 grid
+    cell = "<slice>" + "<unk>" * Q + "</slice>"
+    thumbnail = "<image_id>0</image_id><image>" + "<unk>" * Q + "</image>"
+    assert thumbnail + cell + cell + "\n" + cell + cell + "\n" + QUESTION in tokenizer.decode(alone["input_ids"][0])
+    both = prepare_inputs(loaded.processor, [clip_of(56)], QUESTION, images=[image])  # the video recipe for both
+    text = tokenizer.decode(both["input_ids"][0])
+    assert "<image_id>" not in text and both["slice_video"].tolist() == [0] * FRAMES + [-1] * 3  # 2 slices at most
+    with torch.no_grad():
+        for inputs in (alone, both):
+            assert torch.isfinite(loaded.model(**inputs).logits).all()
+
+
 def test_the_video_slice_count_is_a_model_argument(checkpoint):
     loaded = load_model(str(checkpoint), device="cpu", model_args={"video_max_slice_nums": "1"})
     inputs = prepare_inputs(loaded.processor, [clip_of(112)], QUESTION)

@@ -7,7 +7,10 @@ facts of its config.json that identify it. A format module provides:
 - ``load(folder, *, dtype, attn_implementation, model_args) -> (model, processor)``: the model with the
   checkpoint's weights read under their original names, and a processor with the interface
   framefusion.video.prompting uses (``apply_chat_template``, ``__call__(text=, videos=, ...)``, ``.tokenizer``);
-- ``MODEL_ARGS``: the config keys ``--model-arg KEY=VALUE`` may override, with a one-line description each.
+- ``MODEL_ARGS``: the config keys ``--model-arg KEY=VALUE`` may override, with a one-line description each;
+- for ``--random-weights`` (framefusion.pipeline.random_weights), optionally: ``MODEL_TYPE`` (the model_type of
+  the config it builds), ``parse_config(config_json_dict)``, ``build_model(config, dtype=, device="meta")`` and
+  ``random_model(folder, config=, tokenizer=, dtype=, attn_implementation=, device=) -> (model, processor)``.
 
 Nothing here imports a format module until a checkpoint of that format is loaded.
 """

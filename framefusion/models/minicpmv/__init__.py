@@ -16,12 +16,12 @@ import torch
 
 from framefusion.models.minicpmv.config import MODEL_TYPE, MiniCPMV26Config, is_minicpmv_2_6, parse_config
 from framefusion.models.minicpmv.modeling import MiniCPMV26ForConditionalGeneration
-from framefusion.models.minicpmv.processor import MARKERS, MiniCPMV26Processor, PromptSettings, read_settings
+from framefusion.models.minicpmv.processor import MiniCPMV26Processor, read_settings
 from framefusion.models.minicpmv.tokenizer import load_tokenizer
 from framefusion.models.minicpmv.weights import load_original_weights
 
 __all__ = ["MODEL_ARGS", "MODEL_TYPE", "MiniCPMV26Config", "MiniCPMV26ForConditionalGeneration", "MiniCPMV26Processor",
-           "build_model", "is_minicpmv_2_6", "load", "parse_config"]
+           "build_model", "is_minicpmv_2_6", "load", "parse_config", "random_model", "read_settings"]
 
 MODEL_ARGS = {
     "video_max_slice_nums": "slices of a video frame besides its thumbnail (model card: 2; 1 keeps frames whole)",
@@ -115,13 +115,3 @@ def random_model(folder: Path, *, config: MiniCPMV26Config, tokenizer: Any, dtyp
     config.image_token_id = tokenizer.convert_tokens_to_ids(settings.marker("unk"))
     model = build_model(config, dtype=dtype, attn_implementation=attn_implementation, device=device)
     return finish(model, tokenizer), MiniCPMV26Processor(tokenizer, settings)
-
-
-def markers() -> list[str]:
-    """The marker tokens a MiniCPM-V 2.6 prompt uses (for tokenizers built elsewhere)."""
-    return list(MARKERS.values())
-
-
-def prompt_settings(**kwargs: Any) -> PromptSettings:
-    """PromptSettings with the given fields (for tiny and random-weight processors)."""
-    return PromptSettings(**kwargs)

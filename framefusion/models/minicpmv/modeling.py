@@ -74,9 +74,11 @@ class MiniCPMV26Model(MiniCPMV26PreTrainedModel):
         self.language_model = Qwen2Model(config.text_config)
 
     def get_input_embeddings(self) -> nn.Module:
+        """The decoder's token embeddings."""
         return self.language_model.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Module) -> None:
+        """Replace the decoder's token embeddings."""
         self.language_model.set_input_embeddings(value)
 
     def encode_slices(self, pixel_values: torch.Tensor, tgt_sizes: torch.Tensor) -> torch.Tensor:
@@ -125,7 +127,6 @@ class MiniCPMV26Model(MiniCPMV26PreTrainedModel):
     def _place_slices(self, input_ids, inputs_embeds, pixel_values, tgt_sizes, pixel_values_videos,
                       tgt_sizes_videos, slice_video) -> torch.Tensor:
         """inputs_embeds [B, N, D] with every placeholder run replaced by its slice's query_num tokens."""
-        parts = []
         images = self.get_image_features(pixel_values, tgt_sizes) if pixel_values is not None else None
         videos = (self.get_video_features(pixel_values_videos, tgt_sizes_videos)
                   if pixel_values_videos is not None else None)
@@ -156,9 +157,11 @@ class MiniCPMV26ForConditionalGeneration(MiniCPMV26PreTrainedModel, GenerationMi
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
+        """The decoder's token embeddings."""
         return self.model.get_input_embeddings()
 
     def get_output_embeddings(self) -> nn.Module:
+        """The LM head."""
         return self.lm_head
 
     def forward(self, input_ids: torch.LongTensor | None = None, pixel_values: torch.Tensor | None = None,

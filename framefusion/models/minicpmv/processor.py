@@ -45,6 +45,7 @@ class PromptSettings:
     markers: tuple[tuple[str, str], ...] = tuple(MARKERS.items())
 
     def marker(self, name: str) -> str:
+        """The token of a marker by its preprocessor_config.json name (im_start, unk, slice_end, ...)."""
         return dict(self.markers)[name]
 
 
@@ -155,9 +156,11 @@ class MiniCPMV26Processor:
 
     # ---- output -------------------------------------------------------------------------------------
     def decode(self, *args: Any, **kwargs: Any) -> str:
+        """The tokenizer's decode."""
         return self.tokenizer.decode(*args, **kwargs)
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
+        """The tokenizer's batch_decode."""
         return self.tokenizer.batch_decode(*args, **kwargs)
 
 
