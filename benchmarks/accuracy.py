@@ -18,11 +18,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NAME, DEMO_NUM_FRAMES
 from framefusion.demo.train import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE
+
+from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NAME, DEMO_NUM_FRAMES
 from framefusion.methods import method_names
 from framefusion.pipeline.evaluation import DatasetItem, MethodScore, evaluate_dataset, load_dataset
-from framefusion.pipeline.loading import load_model
+from framefusion.pipeline.loading import LoadedModel, load_model
 from framefusion.synthetic import TASKS, write_dataset
 
 HELDOUT_QUESTIONS = 600
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> list[MethodScore]:
     scores = []
     for method, budget in runs(args.methods, args.budgets):
         start = time.perf_counter()
-        score = evaluate_dataset(model, processor, items, method=method, budget=budget,
+        score = evaluate_dataset(LoadedModel.of(model, processor), items, method=method, budget=budget,
                                  num_frames=args.num_frames, max_new_tokens=DEMO_MAX_NEW_TOKENS)
         print(f"{method} @ {budget:g}: {100 * score.accuracy:.1f}% ({score.correct}/{score.total}), "
               f"kept_ratio {score.kept_ratio:.3f}, {time.perf_counter() - start:.0f} s", file=sys.stderr)

@@ -106,8 +106,7 @@ def test_files(folder: Path, hour: bool) -> dict[str, Path]:
 
 def measure(mode: str, path: Path, frames: int, save: Path | None) -> dict:
     """Load `frames` frames by `mode`; seconds, packets sent to the decoder, peak RSS above the start."""
-    from framefusion.video import load_video
-    from framefusion.video import pyav_reader
+    from framefusion.video import load_video, pyav_reader
     from framefusion.video.sampling import sample_indices
     from framefusion.video.seek_plan import DecodePlan, DecodeRun, start_positions
 

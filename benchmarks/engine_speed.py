@@ -37,11 +37,11 @@ from functools import partial
 import numpy as np
 import torch
 
-from framefusion import apply_framefusion, last_stats, remove_framefusion
+from framefusion import reduced
 from framefusion.adapters.base import FamilyAdapter
 from framefusion.core.budget import causal_gqa_layer_flops, ideal_speedup
 from framefusion.core.engine import ReductionEngine
-from framefusion.core.reduction import PrefillReduction
+from framefusion.methods.framefusion import PrefillReduction
 from framefusion.synthetic import make_sample
 from framefusion.tiny import build_tiny_model
 from framefusion.video import VideoClip
@@ -186,33 +186,31 @@ def main() -> None:
     rows = []
     for frames in args.frames:
         inputs = prepare_inputs(processor, [synthetic_clip(frames, args.size)], "What color is the square?").to(device)
-        apply_framefusion(model, cost=args.cost)  # encode once with the engine on, so the features carry the grid
-        with torch.no_grad():
-            features = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
-            positions = rope_positions(model, inputs)
-        prefill = video_prefill(model, inputs, features, positions)
-        with torch.no_grad():
-            prefill()
-        stats = last_stats(model)  # the same in every reduced run: the prefill is deterministic
+        with reduced(model, "framefusion", args.cost) as run:  # encode once with the engine on: features carry the grid
+            with torch.no_grad():
+                features = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+                positions = rope_positions(model, inputs)
+            prefill = video_prefill(model, inputs, features, positions)
+            with torch.no_grad():
+                prefill()
+            stats = run.stats  # the same in every reduced run: the prefill is deterministic
         reference = same_length_prefill(model, processor.tokenizer, stats.tokens_per_layer(), device)
 
         def dense_run():
-            remove_framefusion(model)
-            return timed(device, prefill)
+            with reduced(model, "dense"):  # the published dense model (positions precomputed above anyway)
+                return timed(device, prefill)
 
         def framefusion_run():
-            apply_framefusion(model, cost=args.cost)
-            with timer:
+            with reduced(model, "framefusion", args.cost), timer:
                 return timed(device, prefill)
 
         timer = EngineTimer(device)
         times = interleaved({"dense": dense_run, "reference": reference, "framefusion": framefusion_run},
                             args.repeats)
-        remove_framefusion(model)
-        dense, reduced = times["dense"], times["framefusion"]
+        dense, reduced_times = times["dense"], times["framefusion"]
         overhead = sum(timer.seconds.values()) / (args.repeats + 1)
         reference_s = statistics.median(times["reference"])
-        dense_s, reduced_s = statistics.median(dense), statistics.median(reduced)
+        dense_s, reduced_s = statistics.median(dense), statistics.median(reduced_times)
         ideal = stats.ideal_speedup(args.hidden, args.ffn)
         model_ideal = model_ideal_speedup(stats, args.hidden, args.ffn, args.kv_heads * args.hidden // args.heads)
         rows.append({

@@ -9,6 +9,7 @@ import typer
 
 from ffcli import options as o
 from ffcli.errors import reported_errors
+from ffcli.groups import ModelOptions, ReductionOptions, SamplingOptions
 from ffcli.render import compare_table, emit_json, progress, scores_table, stderr_console, stdout_console
 from ffcli.session import decoding_progress, note_frame_cap, open_model, quiet_libraries, sampling
 from framefusion.video import check_video_file
@@ -26,30 +27,22 @@ def compare_command(
         help="Score accuracy per method on a JSONL file instead: one {video, question, answer, options?, task?} "
              "per line, video paths relative to the file.")] = None,
     model: o.Model = "demo",
-    random_weights: o.RandomWeights = False,
-    width_scale: o.WidthScale = None,
+    loading: ModelOptions = ModelOptions(),
     method: o.Methods = None,
     budget: o.Budget = o.DEFAULT_BUDGET,
-    similarity: o.Similarity = o.DEFAULT_SIMILARITY,
-    ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
-    importance_queries: o.ImportanceQueries = None,
-    saliency: o.Saliency = "attention",
-    frames: o.Frames = None,
-    fps: o.Fps = None,
-    decoder: o.Decoder = "av",
+    reduction: ReductionOptions = ReductionOptions(),
+    video_sampling: SamplingOptions = SamplingOptions(),
     max_new_tokens: Annotated[int | None, typer.Option(
         callback=o.check_positive, rich_help_panel=o.OUTPUT_PANEL, show_default=False,
         help=f"Longest answer, in tokens (default {o.DEFAULT_MAX_NEW_TOKENS}; "
              f"{DATASET_MAX_NEW_TOKENS} with --dataset).")] = None,
-    device: o.Device = "auto",
-    dtype: o.Dtype = "auto",
-    attn: o.Attn = "sdpa",
     json: o.Json = False,
     verbose: o.Verbose = False,
 ) -> None:
     """Run each method on the same frames and question; report answers, speed, memory and agreement with dense."""
     quiet_libraries(verbose)
-    params = o.method_params(similarity, ratio_lower_bound, importance_queries, saliency)
+    params = reduction.params()
+    frames, fps, decoder = video_sampling.frames, video_sampling.fps, video_sampling.decoder
     if dataset is not None:
         if video is not None or question is not None:
             raise typer.BadParameter("give VIDEO and QUESTION, or --dataset, not both")
@@ -59,7 +52,7 @@ def compare_command(
             from framefusion.pipeline.evaluation import load_dataset
 
             items = load_dataset(dataset)
-            loaded = open_model(model, device, dtype, attn, random_weights, width_scale)
+            loaded = open_model(model, loading)
             _score_dataset(dataset, items, loaded, method, budget, params, frames or o.DEFAULT_FRAMES,
                            max_new_tokens or DATASET_MAX_NEW_TOKENS, decoder, json)
         return
@@ -68,9 +61,9 @@ def compare_command(
     with reported_errors(verbose):
         from framefusion.pipeline.compare import DEFAULT_METHODS, compare, with_reference
 
-        frames_from = sampling(frames, fps, decoder)
+        frames_from = sampling(video_sampling)
         check_video_file(video, decoder)  # a bad file fails before the model loads
-        loaded = open_model(model, device, dtype, attn, random_weights, width_scale)
+        loaded = open_model(model, loading)
         planned = with_reference(method or DEFAULT_METHODS)
         with decoding_progress(video) as decoding:
             with progress(stderr_console()) as bar:

@@ -1,4 +1,4 @@
-"""The `framefusion` command: ask, compare, profile, visualize."""
+"""The `framefusion` command: ask, compare, profile, visualize, calibrate."""
 
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ import sys  # noqa: E402
 import typer  # noqa: E402
 
 from ffcli.ask import ask_command  # noqa: E402
+from ffcli.calibrate import calibrate_command  # noqa: E402
 from ffcli.compare import compare_command  # noqa: E402
 from ffcli.errors import EXIT_INTERRUPTED, OneLineErrors, error_line, watch_interrupts  # noqa: E402
+from ffcli.groups import with_groups  # noqa: E402
 from ffcli.profile import profile_command  # noqa: E402
 from ffcli.visualize import visualize_command  # noqa: E402
 
@@ -50,8 +52,8 @@ def command_help(command: object) -> str:
 
 
 for name, command in (("ask", ask_command), ("compare", compare_command), ("profile", profile_command),
-                      ("visualize", visualize_command)):
-    app.command(name, help=command_help(command))(command)
+                      ("visualize", visualize_command), ("calibrate", calibrate_command)):
+    app.command(name, help=command_help(command))(with_groups(command))
 
 
 def main() -> None:

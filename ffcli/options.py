@@ -36,9 +36,9 @@ def check_budget(value: float | list[float] | None) -> float | list[float] | Non
     return value
 
 
-def check_similarity(value: float) -> float:
-    """-1 <= similarity (above 1 disables merging)."""
-    if _finite(value) < -1.0:
+def check_similarity(value: float | None) -> float | None:
+    """-1 <= similarity (above 1 disables merging), or None for the model's calibrated or family default."""
+    if value is not None and _finite(value) < -1.0:
         raise typer.BadParameter(f"must be at least -1 (a value above 1 disables merging), got {value:g}")
     return value
 
@@ -110,6 +110,11 @@ WidthScale = Annotated[float | None, typer.Option(
     callback=lambda value: check_width_scale(value), metavar="F", rich_help_panel=MODEL_PANEL, show_default=False,
     help="With --random-weights: widths (hidden, FFN, head counts, vision width) times F, depth and head size "
          "kept (default: full size on a GPU that fits it, 0.25 or the nearest valid scale on a CPU).")]
+ModelArgs = Annotated[list[str] | None, typer.Option(
+    "--model-arg", metavar="KEY=VALUE", rich_help_panel=MODEL_PANEL, show_default=False,
+    help="Override a config key of a checkpoint in its original format (repeatable), e.g. "
+         "mm_newline_position=grid, mm_spatial_pool_mode=average or max_frames_num=64 for LLaVA-Video; "
+         "the error for an unknown key lists the ones the format takes.")]
 Device = Annotated[Literal["auto", "cuda", "cpu", "mps"], typer.Option(
     rich_help_panel=MODEL_PANEL, help="Where to run: auto picks cuda, then mps, then cpu.")]
 Dtype = Annotated[Literal["auto", "bf16", "fp16", "fp32"], typer.Option(
@@ -131,10 +136,11 @@ Budget = Annotated[float, typer.Option(
 Budgets = Annotated[list[float] | None, typer.Option(
     "--budget", callback=check_budget, rich_help_panel=REDUCTION_PANEL,
     help="Budget to profile besides dense (repeatable; default 0.3).")]
-Similarity = Annotated[float, typer.Option(
-    callback=check_similarity, rich_help_panel=REDUCTION_PANEL,
+Similarity = Annotated[float | None, typer.Option(
+    callback=check_similarity, rich_help_panel=REDUCTION_PANEL, show_default=False,
     help="FrameFusion: cosine similarity at or above which a token merges into the same patch of the previous "
-         "frame (>= -1; above 1 disables merging).")]
+         "frame (>= -1; above 1 disables merging). Default: the model's stored calibration (framefusion "
+         "calibrate), else its family's default.")]
 RatioLowerBound = Annotated[float, typer.Option(
     callback=check_ratio, rich_help_panel=REDUCTION_PANEL,
     help="FrameFusion: merging ends when a step finds fewer than this share of tokens similar (0..1).")]
@@ -167,10 +173,3 @@ Json = Annotated[bool, typer.Option(
 Verbose = Annotated[bool, typer.Option(
     "--verbose", "-v", rich_help_panel=OUTPUT_PANEL,
     help="Show library warnings, and the traceback when something fails.")]
-
-
-def method_params(similarity: float, ratio_lower_bound: float, importance_queries: int | None,
-                  saliency: str = "attention") -> dict:
-    """The method parameters the reduction options set, by the library's names (each method takes its own)."""
-    return {"similarity_lower_bound": similarity, "ratio_lower_bound": ratio_lower_bound,
-            "importance_queries": importance_queries, "saliency": saliency}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,7 @@ import typer
 
 from ffcli import options as o
 from ffcli.errors import note_line, reported_errors
+from ffcli.groups import ModelOptions, ReductionOptions
 from ffcli.render import emit_json, profile_table, progress, stderr_console, stdout_console
 from ffcli.session import open_model, quiet_libraries
 from framefusion.video import VideoClip, check_video_file
@@ -45,14 +47,10 @@ def profile_command(
         "--model", "-m", rich_help_panel=o.MODEL_PANEL, show_default=False,
         help=f"Hub id, model directory, 'demo', or with --random-weights a short name. Default: {DEFAULT_MODEL} "
              "with random weights (Qwen2-VL-7B's real depth and proportions, built offline).")] = None,
-    random_weights: o.RandomWeights = False,
-    width_scale: o.WidthScale = None,
+    loading: ModelOptions = ModelOptions(),
     method: o.Method = "framefusion",
     budget: o.Budgets = None,
-    similarity: o.Similarity = o.DEFAULT_SIMILARITY,
-    ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
-    importance_queries: o.ImportanceQueries = None,
-    saliency: o.Saliency = "attention",
+    reduction: ReductionOptions = ReductionOptions(),
     frames: o.FrameCounts = None,
     size: Annotated[int, typer.Option(
         callback=o.check_positive, rich_help_panel=o.VIDEO_PANEL,
@@ -68,9 +66,6 @@ def profile_command(
         callback=o.check_positive, rich_help_panel="Timing",
         help="Tokens generated per run: exactly this many (end-of-sequence is ignored, so runs compare).")]
         = PROFILE_NEW_TOKENS,
-    device: o.Device = "auto",
-    dtype: o.Dtype = "auto",
-    attn: o.Attn = "sdpa",
     plot: Annotated[Path | None, typer.Option(
         rich_help_panel=o.OUTPUT_PANEL, show_default=False, help="Also write a PNG chart like the paper's Fig. 8.")]
         = None,
@@ -86,7 +81,7 @@ def profile_command(
     budgets = budget or [o.DEFAULT_BUDGET]
     frame_counts = frames or [o.DEFAULT_FRAMES]
     if model is None:
-        model, random_weights = DEFAULT_MODEL, True
+        model, loading = DEFAULT_MODEL, dataclasses.replace(loading, random_weights=True)
     with reported_errors(verbose), tempfile.TemporaryDirectory(prefix="framefusion-profile-") as scratch:
         from framefusion.pipeline.profiling import count_runs, plot_profile, profile_runs
 
@@ -94,7 +89,7 @@ def profile_command(
             source = generated_video(2 * max(frame_counts), size, Path(scratch))
         else:
             source = check_video_file(video, decoder)
-        loaded = open_model(model, device, dtype, attn, random_weights, width_scale)
+        loaded = open_model(model, loading)
         with progress(stderr_console()) as bar:
             task = bar.add_task("Profiling", total=count_runs(budgets, frame_counts, repeats, warmup, method))
 
@@ -103,7 +98,7 @@ def profile_command(
 
             runs = profile_runs(loaded, source, budgets, frame_counts, repeats=repeats, warmup=warmup,
                                 new_tokens=max_new_tokens, method=method,
-                                params=o.method_params(similarity, ratio_lower_bound, importance_queries, saliency),
+                                params=reduction.params(),
                                 decoder=decoder, on_step=advance)
         if plot is not None:
             plot_profile(runs, plot)

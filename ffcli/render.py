@@ -134,7 +134,14 @@ def ask_summary(result: AskResult) -> str:
             f"{result.budget:g}: kept_ratio {result.kept_ratio:.3f}{_prefill_note(result.kept_ratio, result.prefill_ratio)} · video {seconds(t.video_s)} · processor "
             f"{seconds(t.processor_s)} · vision {seconds(t.vision_s)} · prefill {seconds(t.prefill_s)} · decode "
             f"{seconds(t.decode_s)} ({result.generated_tokens} tokens) · total {seconds(t.total_s)} · "
-            f"peak memory {size(result.peak_memory_bytes)}")
+            f"peak memory {size(result.peak_memory_bytes)}{_threshold_note(result)}")
+
+
+def _threshold_note(result: AskResult) -> str:
+    """' · similarity 0.5 (family default)' for FrameFusion runs."""
+    if result.similarity_threshold is None:
+        return ""
+    return f" · similarity {result.similarity_threshold:g} ({(result.threshold_source or '').split(':')[0]})"
 
 
 def _prefill_note(kept_ratio: float, prefill_ratio: float) -> str:
@@ -201,6 +208,20 @@ def profile_table(runs: Sequence[ProfileRun]) -> Table:
                   caption="video: decoding, sampling and the processor; vision: vision encoder; prefill: LLM "
                           "prefill; total: the whole request; prefill × and e2e ×: measured speed-ups over dense at "
                           "the same frame count; ideal ×: the paper's FLOP cost model for the prefill.")
+
+
+# ---------------------------------------------------------------- calibrate
+
+
+def calibration_table(model: str, record: dict[str, Any]) -> Table:
+    """Per-video median similarities and the threshold (their mean) of a calibration record."""
+    medians = record.get("medians") or {}
+    rows = [[escape(_printable(str(video))), f"{median:.4f}"] for video, median in medians.items()]
+    rows.append(["[bold]threshold (mean of the medians)[/bold]", f"[bold]{record['threshold']:.4f}[/bold]"])
+    caption = (f"{record.get('videos', len(medians))} videos, {record.get('frames', '?')} frames each; "
+               f"stored {record.get('created', '')}")
+    return _table(f"Similarity threshold for {escape(model)}", ["video", "median similarity"], rows,
+                  caption=caption, squeeze="video")
 
 
 # ---------------------------------------------------------------- tables

@@ -11,6 +11,7 @@ import psutil
 import typer
 
 from ffcli.errors import note_line
+from ffcli.groups import ModelOptions, SamplingOptions
 from ffcli.options import DEFAULT_FRAMES, MAX_FRAMES
 from ffcli.render import DelayedProgress, progress, stderr_console
 from framefusion.pipeline.loading import LoadedModel, load_model
@@ -33,12 +34,12 @@ def quiet_libraries(verbose: bool) -> None:
     warnings.filterwarnings("ignore")
 
 
-def sampling(frames: int | None, fps: float | None, decoder: str) -> Sampling:
+def sampling(options: SamplingOptions) -> Sampling:
     """--frames (default 16) or --fps, at most MAX_FRAMES frames."""
-    if frames is not None and fps is not None:
+    if options.frames is not None and options.fps is not None:
         raise typer.BadParameter("give --frames or --fps, not both", param_hint="'--frames' / '--fps'")
-    return Sampling(num_frames=None if fps is not None else frames or DEFAULT_FRAMES, fps=fps,
-                    max_frames=MAX_FRAMES, decoder=decoder)
+    return Sampling(num_frames=None if options.fps is not None else options.frames or DEFAULT_FRAMES,
+                    fps=options.fps, max_frames=MAX_FRAMES, decoder=options.decoder)
 
 
 def decoding_progress(video: str | Path) -> DelayedProgress:
@@ -54,22 +55,28 @@ def note_frame_cap(clips: list[VideoClip], fps: float | None) -> None:
                       f"(the limit that protects memory)")
 
 
-def read_clip(video: str | Path, frames: int | None, fps: float | None, decoder: str) -> VideoClip:
+def read_clip(video: str | Path, options: SamplingOptions) -> VideoClip:
     """Sample the video now (for commands that need the frames before the request): see `sampling`."""
     with decoding_progress(video) as bar:
-        clip = sampling(frames, fps, decoder).load(video, on_progress=bar.update)
-    note_frame_cap([clip], fps)
+        clip = sampling(options).load(video, on_progress=bar.update)
+    note_frame_cap([clip], options.fps)
     return clip
 
 
-def open_model(name: str, device: str, dtype: str, attn: str, random_weights: bool = False,
-               width_scale: float | None = None) -> LoadedModel:
+def open_model(name: str, options: ModelOptions) -> LoadedModel:
     """Load the model behind a spinner on stderr; say so when it is the demo model or has random weights."""
+    from framefusion.models import ModelArgError, parse_model_args
+
+    try:
+        model_args = parse_model_args(options.model_arg)
+    except ModelArgError as error:
+        raise typer.BadParameter(str(error), param_hint="'--model-arg'") from None
     console = stderr_console()
     with progress(console, bar=False) as bar:
-        bar.add_task(f"{'Building' if random_weights else 'Loading'} {name} …", total=None)
-        loaded = load_model(name, device=device, dtype=dtype, attn=attn, random_weights=random_weights,
-                            width_scale=width_scale)
+        bar.add_task(f"{'Building' if options.random_weights else 'Loading'} {name} …", total=None)
+        loaded = load_model(name, device=options.device, dtype=options.dtype, attn=options.attn,
+                            random_weights=options.random_weights, width_scale=options.width_scale,
+                            model_args=model_args)
     if loaded.is_demo:
         note_line(DEMO_NOTICE)
     if loaded.random_weights:

@@ -9,6 +9,7 @@ import typer
 
 from ffcli import options as o
 from ffcli.errors import reported_errors
+from ffcli.groups import ModelOptions, ReductionOptions, SamplingOptions
 from ffcli.render import emit_json, stdout_console
 from ffcli.session import open_model, quiet_libraries, read_clip
 
@@ -26,18 +27,11 @@ def visualize_command(
     question: Annotated[str, typer.Option(
         rich_help_panel=o.REDUCTION_PANEL, help="Question in the prompt (pruning depends on it).")] = DEFAULT_QUESTION,
     model: o.Model = "demo",
+    loading: ModelOptions = ModelOptions(),
     method: o.Method = "framefusion",
     budget: o.Budget = o.DEFAULT_BUDGET,
-    similarity: o.Similarity = o.DEFAULT_SIMILARITY,
-    ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
-    importance_queries: o.ImportanceQueries = None,
-    saliency: o.Saliency = "attention",
-    frames: o.Frames = None,
-    fps: o.Fps = None,
-    decoder: o.Decoder = "av",
-    device: o.Device = "auto",
-    dtype: o.Dtype = "auto",
-    attn: o.Attn = "sdpa",
+    reduction: ReductionOptions = ReductionOptions(),
+    video_sampling: SamplingOptions = SamplingOptions(),
     json: o.Json = False,
     verbose: o.Verbose = False,
 ) -> None:
@@ -47,10 +41,9 @@ def visualize_command(
         from framefusion.pipeline import ask
         from framefusion.pipeline.visualize import default_point, render_visualization
 
-        clip = read_clip(video, frames, fps, decoder)
-        loaded = open_model(model, device, dtype, attn)
-        params = o.method_params(similarity, ratio_lower_bound, importance_queries, saliency)
-        result = ask(loaded, clip, question, method=method, budget=budget, params=params,
+        clip = read_clip(video, video_sampling)
+        loaded = open_model(model, loading)
+        result = ask(loaded, clip, question, method=method, budget=budget, params=reduction.params(),
                      max_new_tokens=1)  # one prefill records the reduction
         stats = result.stats
         if stats is None:
@@ -62,7 +55,9 @@ def visualize_command(
         if json:
             emit_json({"model": loaded.name, "method": method, "budget": budget, "frames": result.frames,
                        "vision_tokens": result.vision_tokens, "kept_ratio": result.kept_ratio,
-                       "prefill_ratio": result.prefill_ratio, "importance_queries": result.importance_queries, "params": result.params,
+                       "prefill_ratio": result.prefill_ratio, "importance_queries": result.importance_queries,
+                       "similarity_threshold": result.similarity_threshold, "threshold_source": result.threshold_source,
+                       "params": result.params_as_run(),
                        "num_layers": stats.num_layers, "point": point, "files": [str(p) for p in paths]})
         else:
             console = stdout_console()

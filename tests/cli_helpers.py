@@ -59,7 +59,8 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
 
 
 ASK_KEYS = {"answer", "model", "method", "budget", "frames", "vision_tokens", "kept_ratio", "prefill_ratio",
-            "importance_queries", "params", "tokens_per_layer", "answer_ids", "timings", "peak_memory_bytes"}
+            "importance_queries", "params", "tokens_per_layer", "timings", "peak_memory_bytes", "answer_ids",
+            "similarity_threshold", "threshold_source"}
 CLI_ASK_KEYS = ASK_KEYS | {"startup_s", "model_info"}  # `ask --json` adds the process start-up and what was loaded
 TIMING_KEYS = {"video_s", "processor_s", "vision_s", "prefill_s", "decode_s", "total_s"}
 MODEL_KEYS = {"name", "family", "weights", "width_scale", "num_layers", "linear_attention_layers", "hidden_size",
@@ -69,5 +70,6 @@ AGREEMENT_KEYS = {"first_token_match", "kl_divergence", "exact_match"}
 PROFILE_RUN_KEYS = {"method", "budget", "frames", "num_layers", "vision_tokens", "kept_ratio", "prefill_ratio",
                     "importance_queries", "video_s", "processor_s", "vision_s", "prefill_s",
                     "decode_per_token_s", "kv_cache_bytes", "peak_memory_bytes", "speedup_prefill",
-                    "speedup_end_to_end", "ideal_speedup", "total_s", "new_tokens"}
+                    "speedup_end_to_end", "ideal_speedup", "total_s", "new_tokens", "similarity_threshold",
+                    "threshold_source"}
 VISUALIZE_FILES = ("merged_blank.png", "merged_mean.png", "tokens_per_layer.png", "contact_sheet.png")

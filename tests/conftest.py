@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from typing import Any, Callable
 
 
@@ -16,6 +17,8 @@ def _share_the_cores_between_workers() -> None:
 
 
 _share_the_cores_between_workers()  # before torch is imported: it reads OMP_NUM_THREADS once
+# calibrations go to a folder of the test run's own, never the user's cache (CLI subprocesses inherit it)
+os.environ["FRAMEFUSION_CACHE"] = tempfile.mkdtemp(prefix="framefusion-test-cache-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -84,30 +87,24 @@ def make_random_clip(
     return VideoClip(frames=frames, timestamps=timestamps, fps=fps, duration=num_frames * interval, source=None)
 
 
-def generate_reduced(model: torch.nn.Module, inputs: Any, new_tokens: int) -> tuple[torch.Tensor, Any]:
-    """Greedy-generate new_tokens with the reduction installed on the model, then remove it whatever happens
-    (the tiny models are shared between tests): (generated ids [1, prompt + new], the prefill's statistics)."""
-    from framefusion import last_stats, remove_framefusion
+def generate_reduced(model: torch.nn.Module, inputs: Any, new_tokens: int, method: str, budget: float = 0.3,
+                     **params: Any) -> tuple[torch.Tensor, Any]:
+    """Greedy-generate new_tokens with `method` installed for the call by framefusion.reduced (the tiny models are
+    shared between tests: it is removed whatever happens): (generated ids [1, prompt + new], the statistics)."""
+    from framefusion import reduced
 
-    try:
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
-        return out, last_stats(model)
-    finally:
-        remove_framefusion(model)
+    with reduced(model, method, budget, **params) as run, torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
+        return out, run.stats
 
 
-def forward_reduced(model: torch.nn.Module, inputs: Any) -> tuple[torch.Tensor, Any]:
-    """One forward with the reduction installed on the model, then remove it whatever happens: (logits, the
-    statistics)."""
-    from framefusion import last_stats, remove_framefusion
+def forward_reduced(model: torch.nn.Module, inputs: Any, method: str, budget: float = 0.3,
+                    **params: Any) -> tuple[torch.Tensor, Any]:
+    """One forward with `method` installed for the call by framefusion.reduced: (logits, the statistics)."""
+    from framefusion import reduced
 
-    try:
-        with torch.no_grad():
-            logits = model(**inputs).logits
-        return logits, last_stats(model)
-    finally:
-        remove_framefusion(model)
+    with reduced(model, method, budget, **params) as run, torch.no_grad():
+        return model(**inputs).logits, run.stats
 
 
 @pytest.fixture

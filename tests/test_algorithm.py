@@ -14,12 +14,12 @@ from framefusion.core.budget import (
     prune_ratio,
     remaining_fractions,
 )
-from framefusion.core.config import FrameFusionConfig
+from framefusion.core.contract import QueryKeys
 from framefusion.core.layout import VideoGrid, layout_from_videos
 from framefusion.core.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
 from framefusion.core.prune import attention_importance, keep_most_important, keep_one_per_video
-from framefusion.core.reduction import PrefillReduction, QueryKeys
 from framefusion.core.stack import DecoderStack
+from framefusion.methods.framefusion import FrameFusionConfig, PrefillReduction
 
 
 # ---- config -------------------------------------------------------------------------------------------

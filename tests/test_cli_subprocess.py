@@ -57,14 +57,17 @@ def test_ask(model, video_file):  # noqa: F811
 
 def test_ask_timings_add_up_to_the_request(model, video_file):  # noqa: F811
     """The parts (video, processor, vision, prefill, decode) cover the measured wall time of the request."""
+    started = time.time()
     result = framefusion("ask", video_file, "What is happening?", *model, "--max-new-tokens", "8", "--json")
+    wall_s = time.time() - started  # the whole process, seen from outside
     assert result.returncode == 0, result.stderr
     payload = single_json(result.stdout)
     timings = payload["timings"]
     parts = sum(timings[key] for key in ("video_s", "processor_s", "vision_s", "prefill_s", "decode_s"))
     assert timings["video_s"] > 0 and timings["processor_s"] > 0
     assert abs(parts - timings["total_s"]) <= 0.05 * timings["total_s"], timings
-    assert payload["startup_s"] > timings["total_s"] or payload["startup_s"] > 1.0  # imports and the model load
+    # start-up (interpreter, imports, model load) comes before the request, and both fit in the process's life
+    assert 0 < payload["startup_s"] and payload["startup_s"] + timings["total_s"] <= wall_s, (payload, wall_s)
 
 
 def test_compare(model, video_file):  # noqa: F811

@@ -11,9 +11,10 @@ from dataclasses import asdict
 import pytest
 
 from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES, demo_model_path, load_demo
-from framefusion.demo.train import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE, ModelSize
 from framefusion.pipeline.evaluation import evaluate_dataset, load_dataset
+from framefusion.pipeline.loading import LoadedModel
 from framefusion.synthetic import write_dataset
+from scripts.train_demo import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE, ModelSize
 
 SLICE = 40  # the first 40 questions of the benchmark's held-out set (split test, seed 0): 8 per task
 MARGIN = 0.10  # binomial noise of 40 questions around the recorded accuracy is about 3 points
@@ -72,7 +73,7 @@ def test_shipped_demo_is_what_the_training_script_builds_by_default(demo, record
 def test_demo_answers_the_heldout_slice_at_its_recorded_accuracy(demo, heldout_slice, record):
     model, processor = demo
     recorded = record["heldout"]["dense@1"]["accuracy"]
-    score = evaluate_dataset(model, processor, heldout_slice, method="dense", budget=1.0,
+    score = evaluate_dataset(LoadedModel.of(model, processor), heldout_slice, method="dense", budget=1.0,
                              num_frames=DEMO_NUM_FRAMES, max_new_tokens=DEMO_MAX_NEW_TOKENS)
     assert score.total == SLICE
     assert score.accuracy >= recorded - MARGIN, score
@@ -84,7 +85,7 @@ def test_demo_answers_at_other_frame_counts(num_frames, demo, heldout_slice, rec
     """Trained on 8-24 frames per clip, the model does not depend on ask's default of 16 (nor on one token count)."""
     model, processor = demo
     recorded = record["heldout"]["dense@1"]["accuracy"]
-    score = evaluate_dataset(model, processor, heldout_slice, method="dense", budget=1.0,
+    score = evaluate_dataset(LoadedModel.of(model, processor), heldout_slice, method="dense", budget=1.0,
                              num_frames=num_frames, max_new_tokens=DEMO_MAX_NEW_TOKENS)
     assert score.accuracy >= recorded - MARGIN, score
 
@@ -92,7 +93,7 @@ def test_demo_answers_at_other_frame_counts(num_frames, demo, heldout_slice, rec
 def test_demo_still_answers_most_questions_under_framefusion(demo, heldout_slice, record):
     model, processor = demo
     recorded = record["heldout"]["dense@1"]["accuracy"]
-    score = evaluate_dataset(model, processor, heldout_slice, method="framefusion", budget=0.3,
+    score = evaluate_dataset(LoadedModel.of(model, processor), heldout_slice, method="framefusion", budget=0.3,
                              num_frames=DEMO_NUM_FRAMES, max_new_tokens=DEMO_MAX_NEW_TOKENS)
     assert score.kept_ratio == pytest.approx(0.3, abs=0.02)
     assert score.accuracy >= recorded - 1.5 * MARGIN, score

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from framefusion.demo.train import IGNORE, SyntheticBatches, TrainConfig, build_demo_model, main, train
 from framefusion.synthetic import ANSWERS
+from scripts.train_demo import IGNORE, SyntheticBatches, TrainConfig, build_demo_model, main, train
 
 
 @pytest.fixture(scope="module")

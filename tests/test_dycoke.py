@@ -116,3 +116,40 @@ def test_prefill_logits_are_those_of_ttm_alone(tiny_model_factory):
     finally:
         remove_framefusion(model)
     torch.testing.assert_close(with_eviction, ttm_only)
+
+
+def test_each_video_of_a_prompt_is_planned_on_its_own_grid(tiny_model_factory):
+    """Two videos of different lengths: TTM keeps what each video's own plan says (the plans differ)."""
+    model, processor = tiny_model_factory("qwen2_vl", num_layers=12)
+    clips = [make_random_clip(4, seed=1), make_random_clip(16, seed=2)]  # 2 and 8 grid frames
+    inputs = prepare_inputs(processor, clips, QUESTION)
+    apply_method(model, "dycoke", 0.2)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+        stats = last_stats(model)
+    finally:
+        remove_framefusion(model)
+    grids = stats.grids
+    plans = [dycoke_plan(g.frames, g.tokens_per_frame, 12, 0.2) for g in grids]
+    assert plans[0].keep_per_frame != plans[1].keep_per_frame or plans[0].kv_keep_share != plans[1].kv_keep_share
+    video = stats.token_grid[:, 0]
+    for index, (grid, plan) in enumerate(zip(grids, plans)):
+        ttm_removed = int(((stats.removed_at == 0) & (video == index)).sum())
+        pruned_frames = sum(ref is not None for ref in ttm_references(grid.frames))
+        assert ttm_removed == pruned_frames * (grid.tokens_per_frame - plan.keep_per_frame), index
+        ttm_kept = grid.frames * grid.tokens_per_frame - ttm_removed
+        evicted = int(((stats.removed_at == plan.kv_point) & (video == index)).sum())
+        assert ttm_kept - evicted == max(round(ttm_kept * plan.kv_keep_share), 1), index
+
+
+def test_videos_whose_plans_need_different_kv_layers_are_refused(tiny_model_factory):
+    model, processor = tiny_model_factory("qwen2_vl", num_layers=8)
+    assert dycoke_plan(1, 16, 8, 0.3).kv_point != dycoke_plan(2, 16, 8, 0.3).kv_point
+    inputs = prepare_inputs(processor, [make_random_clip(2, seed=1), make_random_clip(4, seed=2)], QUESTION)
+    apply_method(model, "dycoke", 0.3)
+    try:
+        with pytest.raises(ValueError, match="sample the videos alike"), torch.no_grad():
+            model(**inputs)
+    finally:
+        remove_framefusion(model)

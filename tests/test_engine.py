@@ -10,7 +10,14 @@ import torch
 from conftest import forward_reduced, generate_reduced, make_random_clip
 from reference_framefusion import capture_dense_inputs, reference_greedy_decode, reference_prefill
 
-from framefusion import FrameFusionConfig, UnsupportedModelError, apply_framefusion, last_stats, remove_framefusion
+from framefusion import (
+    FrameFusionConfig,
+    UnsupportedModelError,
+    apply_framefusion,
+    apply_method,
+    last_stats,
+    remove_framefusion,
+)
 from framefusion.adapters import adapter_for
 from framefusion.core.compat import cache_argument, output_cache
 from framefusion.core.stats import MERGED
@@ -61,9 +68,10 @@ def engine_final_positions(stats) -> list[int]:
 
 
 def reduced_forward(model, inputs, config: FrameFusionConfig):
-    apply_framefusion(model, config.cost, config.similarity_lower_bound, config.ratio_lower_bound,
-                      config.importance_queries)
-    logits, stats = forward_reduced(model, inputs)
+    logits, stats = forward_reduced(model, inputs, "framefusion", config.cost,
+                                    similarity_lower_bound=config.similarity_lower_bound,
+                                    ratio_lower_bound=config.ratio_lower_bound,
+                                    importance_queries=config.importance_queries)
     return logits[0], stats
 
 
@@ -83,9 +91,11 @@ def test_cost_one_is_dense_and_remove_restores(family, tiny_model_factory):
     model, processor = tiny_model_factory(family)
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
     with torch.no_grad():
-        dense = model(**inputs).logits
-        apply_framefusion(model, cost=1.0)
+        stock = model(**inputs).logits
         try:
+            apply_method(model, "dense")  # the published model (Qwen2-VL, Qwen2.5-VL: its positions)
+            dense = model(**inputs).logits
+            apply_framefusion(model, cost=1.0)
             assert torch.equal(model(**inputs).logits, dense)
             assert last_stats(model).kept_ratio == 1.0
             apply_framefusion(model, cost=0.3)
@@ -93,7 +103,7 @@ def test_cost_one_is_dense_and_remove_restores(family, tiny_model_factory):
             assert reduced.shape[1] < dense.shape[1]
         finally:
             remove_framefusion(model)
-        assert torch.equal(model(**inputs).logits, dense)
+        assert torch.equal(model(**inputs).logits, stock)
 
 
 # ---- 2. the engine equals the slow reference in every regime ---------------------------------------------
@@ -385,8 +395,7 @@ def test_out_of_range_parameters_are_rejected(kwargs, name, tiny_model_factory):
 def test_half_precision(dtype, tiny_model_factory):
     model, processor = tiny_model_factory("qwen2_vl", num_layers=8, dtype=dtype)
     inputs = prepare_inputs(processor, [make_random_clip(16, static_fraction=0.5)], QUESTION)
-    apply_framefusion(model, cost=0.3)
-    out, stats = generate_reduced(model, inputs, 3)
+    out, stats = generate_reduced(model, inputs, 3, "framefusion", 0.3)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
     assert abs(stats.kept_ratio - 0.3) <= 0.02
 
@@ -395,16 +404,26 @@ def test_flash_attention_2_when_installed(tiny_model_factory):
     pytest.importorskip("flash_attn", reason="flash-attn is not installed (it needs a CUDA GPU)")
     if not torch.cuda.is_available():
         pytest.skip("flash_attention_2 needs a CUDA GPU")
-    model, processor = tiny_model_factory("qwen2_vl", attn_implementation="flash_attention_2", dtype=torch.bfloat16)
-    model.cuda()
-    inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION).to("cuda")
-    apply_framefusion(model)
-    try:
-        model.generate(**inputs, max_new_tokens=3, do_sample=False)
-        assert abs(last_stats(model).kept_ratio - 0.3) <= 0.05
-    finally:
-        remove_framefusion(model)
-        model.cpu()
+    from framefusion.tiny import build_tiny_model
+
+    outputs = {}
+    for attention in ("sdpa", "flash_attention_2"):  # the same weights (seed) under both kernels
+        model, processor = build_tiny_model("qwen2_vl", attn_implementation=attention, dtype=torch.bfloat16)
+        model.cuda()
+        inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION).to("cuda")
+        apply_framefusion(model)
+        try:
+            with torch.no_grad():
+                logits = model(**inputs).logits[0, -1].float().cpu()
+                out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+            stats = last_stats(model)
+        finally:
+            remove_framefusion(model)
+        assert abs(stats.kept_ratio - 0.3) <= 0.05
+        outputs[attention] = (logits, out.cpu(), stats.vision_tokens_per_layer())
+    (sdpa_logits, sdpa_ids, sdpa_counts), (flash_logits, flash_ids, flash_counts) = outputs.values()
+    assert flash_counts == sdpa_counts and flash_ids.shape == sdpa_ids.shape
+    torch.testing.assert_close(flash_logits, sdpa_logits, atol=5e-2, rtol=5e-2)  # bf16 kernels differ in rounding
 
 
 def test_accelerate_dispatch_keeps_working(tmp_path):

@@ -16,6 +16,7 @@ from framefusion.pipeline.evaluation import (
     score_answer,
     summarize,
 )
+from framefusion.pipeline.loading import LoadedModel
 from framefusion.synthetic import write_dataset
 
 # ---------------------------------------------------------------- load_dataset
@@ -119,14 +120,14 @@ def test_summarize_counts_per_task():
 def test_evaluate_dataset_dense_and_framefusion(tiny_model_factory, tiny_set):
     model, processor = tiny_model_factory("qwen2_vl")
     seen = []
-    dense = evaluate_dataset(model, processor, tiny_set, method="dense", budget=1.0, num_frames=8,
+    dense = evaluate_dataset(LoadedModel.of(model, processor), tiny_set, method="dense", budget=1.0, num_frames=8,
                              max_new_tokens=2, on_item=seen.append)
     assert dense.total == 3 and len(seen) == 3
     assert all(isinstance(result.prediction, str) for result in seen)
     assert dense.kept_ratio == 1.0
     assert set(dense.per_task) == {"color", "shape", "position"}
 
-    reduced = evaluate_dataset(model, processor, tiny_set, method="framefusion", budget=0.3, num_frames=8,
+    reduced = evaluate_dataset(LoadedModel.of(model, processor), tiny_set, method="framefusion", budget=0.3, num_frames=8,
                                max_new_tokens=2)
     assert reduced.kept_ratio == pytest.approx(0.3, abs=0.05)
     assert reduction_description(model) is None  # left dense
@@ -134,7 +135,7 @@ def test_evaluate_dataset_dense_and_framefusion(tiny_model_factory, tiny_set):
 
 def test_evaluate_dataset_uniform_reports_kept_ratio_against_the_full_clip(tiny_model_factory, tiny_set):
     model, processor = tiny_model_factory("qwen2_vl")
-    score = evaluate_dataset(model, processor, tiny_set[:1], method="uniform", budget=0.5, num_frames=8,
+    score = evaluate_dataset(LoadedModel.of(model, processor), tiny_set[:1], method="uniform", budget=0.5, num_frames=8,
                              max_new_tokens=1)
     assert score.kept_ratio == pytest.approx(0.5)
 
@@ -143,5 +144,5 @@ def test_evaluate_dataset_leaves_the_model_dense_after_an_error(tiny_model_facto
     model, processor = tiny_model_factory("qwen2_vl")
     missing = [DatasetItem(tmp_path / "missing.mp4", "q", [], "a")]
     with pytest.raises(ValueError, match="not found"):
-        evaluate_dataset(model, processor, missing, method="framefusion", budget=0.3, num_frames=8)
+        evaluate_dataset(LoadedModel.of(model, processor), missing, method="framefusion", budget=0.3, num_frames=8)
     assert reduction_description(model) is None

@@ -184,8 +184,7 @@ def tiny():
 def test_generates_on_tiny_models_at_the_budget(family, saliency, tiny):
     model, processor = tiny(family)
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
-    apply_fastvid(model, 0.25, saliency=saliency)
-    out, stats = generate_reduced(model, inputs, 2)
+    out, stats = generate_reduced(model, inputs, 2, "fastvid", 0.25, saliency=saliency)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 2
     assert stats.method == "fastvid"
     assert abs(stats.kept_ratio - 0.25) <= 0.05, stats.to_dict()
@@ -204,7 +203,6 @@ def test_budget_one_is_the_dense_model(tiny):
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
     with torch.no_grad():
         dense = model(**inputs).logits
-    apply_fastvid(model, 1.0)
-    logits, stats = forward_reduced(model, inputs)
+    logits, stats = forward_reduced(model, inputs, "fastvid", 1.0)
     torch.testing.assert_close(logits, dense)
     assert stats.kept_ratio == 1.0

@@ -226,8 +226,7 @@ def tiny():
 def test_generates_and_meets_the_budget(family, saliency, budget, tiny):
     model, processor = tiny(family)
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
-    apply_holitom(model, budget, saliency=saliency)
-    out, stats = generate_reduced(model, inputs, 2)
+    out, stats = generate_reduced(model, inputs, 2, "holitom", budget, saliency=saliency)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 2
     assert stats.method == "holitom"
     assert abs(stats.kept_ratio - budget) <= 0.05, stats.to_dict()
@@ -238,8 +237,7 @@ def test_generates_and_meets_the_budget(family, saliency, budget, tiny):
 def test_without_the_inner_step_the_outer_stage_keeps_the_budget(tiny):
     model, processor = tiny("qwen2_vl")
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], QUESTION)
-    apply_holitom(model, 0.3, inner=False)
-    _, stats = forward_reduced(model, inputs)
+    _, stats = forward_reduced(model, inputs, "holitom", 0.3, inner=False)
     assert [s.point for s in stats.steps] == [0]
     assert abs(stats.kept_ratio - 0.3) <= 0.5 / stats.num_vision_tokens + 1e-9
 

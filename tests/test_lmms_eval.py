@@ -102,7 +102,7 @@ def direct_score(items, method, budget):
 
     loaded = load_model("demo", device="cpu")
     results = []
-    score = evaluate_dataset(loaded.model, loaded.processor, items, method=method, budget=budget, num_frames=FRAMES,
+    score = evaluate_dataset(loaded, items, method=method, budget=budget, num_frames=FRAMES,
                              max_new_tokens=8, on_item=results.append)
     return score, [r.prediction for r in results]
 

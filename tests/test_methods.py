@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from conftest import generate_reduced, make_random_clip
+from conftest import make_random_clip
 from reference_framefusion import ReferenceResult, capture_dense_inputs, project, reference_greedy_decode
 
-from framefusion import last_stats, remove_framefusion
+from framefusion import last_stats, reduced, remove_framefusion
 from framefusion.adapters import adapter_for
 from framefusion.api import reduction_description
 from framefusion.core.compat import output_cache
@@ -58,10 +58,11 @@ def run_method(model, name, budget, inputs, new_tokens=0):
 @pytest.mark.parametrize("name", REDUCING)
 def test_method_generates_and_meets_the_budget(name, budget, tiny_model_factory):
     model, processor = tiny_model_factory("qwen2_vl", num_layers=12)
-    clip = select_frames(name, make_random_clip(16, static_fraction=0.5), budget, model=model)
-    inputs = prepare_inputs(processor, [clip], QUESTION)
-    apply_method(model, name, budget)
-    out, stats = generate_reduced(model, inputs, 3)
+    with reduced(model, name, budget) as run:  # select_frames after install: uniform remembers its pick on the model
+        inputs = prepare_inputs(processor, [run.select_frames(make_random_clip(16, static_fraction=0.5))], QUESTION)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        stats = run.stats
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
     assert stats.method == name
     # 16 frames are 8 Qwen-VL grid frames: uniform can only keep whole grid frames (2/8 for 0.3)
@@ -82,9 +83,9 @@ def test_every_method_runs_on_every_family(family, tiny_model_factory):
     clip = make_random_clip(8, static_fraction=0.5)
     for name in [n for n in REDUCING if not (hybrid and n == "streamingllm")]:  # dense, framefusion: test_engine
         params = {"saliency": "norm"} if name in SALIENCY_METHODS and family not in ATTENTION_FAMILIES else {}
-        apply_method(model, name, 0.5, **params)  # before select_frames: uniform learns the model's temporal patch
+        apply_method(model, name, 0.5, **params)  # before select_frames: uniform remembers its pick on the model
         try:
-            inputs = prepare_inputs(processor, [select_frames(name, clip, 0.5)], QUESTION)
+            inputs = prepare_inputs(processor, [select_frames(name, clip, 0.5, model)], QUESTION)
             with torch.no_grad():
                 out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
             stats = last_stats(model)
@@ -172,9 +173,11 @@ def test_uniform_counts_against_the_full_clips_video_tokens(family, budget, tiny
     model, processor = tiny_model_factory(family)
     clip = make_random_clip(16)
     full = prompt_layout(model, prepare_inputs(processor, [clip], QUESTION))
-    reduced_clip = select_frames("uniform", clip, budget, model=model)
-    inputs = prepare_inputs(processor, [reduced_clip], QUESTION)
-    _, stats, _ = run_method(model, "uniform", budget, inputs)
+    with reduced(model, "uniform", budget) as run:
+        inputs = prepare_inputs(processor, [run.select_frames(clip)], QUESTION)
+        with torch.no_grad():
+            model(**inputs)
+        stats = run.stats
     assert stats.full_vision_tokens == full.num_vision_tokens  # what the processor makes of the full clip
     assert stats.kept_ratio == prompt_layout(model, inputs).num_vision_tokens / full.num_vision_tokens
     assert abs(stats.kept_ratio - budget) <= 0.05 + 1e-9
@@ -345,7 +348,7 @@ def test_streamingllm_matches_slow_reference(attention, tiny_model_factory):
 
 # ---- through the comparison runner --------------------------------------------------------------------------
 def test_compare_runs_every_method_at_a_matched_budget(tiny_model_factory):
-    compare = pytest.importorskip("framefusion.pipeline.compare")
+    import framefusion.pipeline.compare as compare
     from framefusion.pipeline.loading import LoadedModel
 
     model, processor = tiny_model_factory("qwen2_vl", num_layers=12)

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from framefusion.core.contract import QueryKeys
 from framefusion.core.layout import VideoGrid, layout_from_videos
-from framefusion.core.reduction import QueryKeys
+from framefusion.core.patches import PatchStack
 from framefusion.core.stack import DecoderStack
 from framefusion.core.stats import KEPT, PRUNED
 from framefusion.methods import METHODS, apply_method, get_method, method_names, select_frames
@@ -19,7 +20,14 @@ from framefusion.methods.evs import evs_dissimilarity, evs_keep_count, evs_reten
 from framefusion.methods.fastv import fastv_keep, fastv_keep_count, fastv_layer, fastv_point
 from framefusion.methods.oneshot import OneShotReduction, keep_per_video
 from framefusion.methods.streamingllm import StreamingReduction, choose_window, sink_window_allowed, span_positions
-from framefusion.methods.uniform import UniformReduction, select_uniform_frames, uniform_frame_count, uniform_indices
+from framefusion.methods.uniform import (
+    SAMPLING_ATTRIBUTE,
+    UniformReduction,
+    UniformSelections,
+    select_uniform_frames,
+    uniform_frame_count,
+    uniform_indices,
+)
 from framefusion.methods.vidcom2 import (
     centre_similarities,
     frame_budgets,
@@ -66,8 +74,9 @@ def test_budget_out_of_range_is_rejected(budget):
 
 def test_select_frames_passes_the_clip_through_for_token_methods():
     clip = VideoClip(np.zeros((6, 4, 4, 3), np.uint8), np.arange(6) * 0.5, 30.0, 3.0)
+    model = torch.nn.Linear(1, 1)  # token methods never look at the model
     for name in ("dense", "framefusion", "fastv", "streamingllm", "vidcom2", "evs"):
-        assert select_frames(name, clip, 0.3) is clip
+        assert select_frames(name, clip, 0.3, model) is clip
 
 
 # ---- FastV ------------------------------------------------------------------------------------------------
@@ -335,13 +344,16 @@ def test_uniform_indices_are_spread_and_unique():
 def test_uniform_selection_and_its_kept_ratio_against_the_full_clip():
     clip = VideoClip(np.arange(16)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3).astype(np.uint8),
                      np.arange(16) * 0.5, 30.0, 8.0, "v.mp4")
-    small = select_uniform_frames(clip, 0.5, model=nn.Module())  # no vision config: one frame per grid frame
+    model = nn.Module()  # no vision config: one frame per grid frame
+    selections = UniformSelections()  # what apply_uniform puts on the model it is installed on
+    PatchStack().set_attribute(model, SAMPLING_ATTRIBUTE, selections)
+    small = select_uniform_frames(clip, 0.5, model=model)
     assert small.num_frames == 8 and small.frames[:, 0, 0, 0].tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
     assert small.timestamps.tolist() == [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5] and small.source == "v.mp4"
     layout = one_video_layout(frames=8, rows=2, cols=2)  # the reduced clip as the model sees it
-    stats = UniformReduction(layout, DecoderStack.attention_only(4), torch.device("cpu")).stats()
+    stats = UniformReduction(layout, DecoderStack.attention_only(4), torch.device("cpu"), selections).stats()
     assert stats.method == "uniform" and stats.full_vision_tokens == 64 and stats.kept_ratio == 0.5
     assert math.isclose(stats.to_dict()["kept_ratio"], 0.5)
     unknown = UniformReduction(one_video_layout(frames=7, rows=2, cols=2), DecoderStack.attention_only(4),
-                               torch.device("cpu")).stats()
+                               torch.device("cpu"), selections).stats()
     assert unknown.kept_ratio == 1.0  # frames not chosen by select_frames: measured against themselves

@@ -162,6 +162,16 @@ def test_compare_agreement(loaded, clip):
     assert dense.first_token_match and dense.exact_match and dense.kl_divergence == 0.0
     again = agreement(result.results[1], result.results[1])
     assert again.kl_divergence == 0.0 and again.exact_match
+    # FrameFusion against dense, computed here from the two first-token distributions and answers
+    reference, reduced = result.results[0].first_token_logits, result.results[1].first_token_logits
+    p = torch.softmax(reference.double(), dim=-1)
+    kl = float((p * (p.log() - torch.log_softmax(reduced.double(), dim=-1))).sum())
+    framefusion_agreement = result.agreement["framefusion"]
+    assert kl > 0  # a third of the video tokens: the distribution moves
+    assert framefusion_agreement.kl_divergence == pytest.approx(kl, rel=1e-9, abs=1e-12)
+    assert framefusion_agreement.first_token_match == (int(reference.argmax()) == int(reduced.argmax()))
+    assert framefusion_agreement.exact_match == (result.results[0].answer.strip().lower() ==
+                                                 result.results[1].answer.strip().lower())
 
 
 def test_score_methods_on_a_dataset(loaded, dataset_file):  # noqa: F811
@@ -186,12 +196,17 @@ def test_time_vision_encoder_restores_the_model(loaded):
 
 
 def test_peak_memory_on_cpu_sees_an_allocation():
+    import psutil
+
     with track_peak_memory("cpu") as baseline:
         pass
+    before = psutil.Process().memory_info().rss
     with track_peak_memory("cpu") as peak:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, fresh pages (glibc maps an allocation this large on its own)
         block += 1
     assert peak.kind == "rss" and peak.bytes >= baseline.bytes
+    assert peak.bytes >= before + 60 * 2**20, (peak.bytes, before)  # the block was seen
+    del block
 
 
 def test_cache_bytes_counts_keys_and_values():

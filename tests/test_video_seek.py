@@ -7,8 +7,7 @@ import pytest
 from reference_video import decode_everything as reference_video_decode
 from reference_video import reference_sample
 
-from framefusion.video import load_video, write_video
-from framefusion.video import pyav_reader
+from framefusion.video import load_video, pyav_reader, write_video
 from framefusion.video.seek_plan import plan_decode, start_positions
 
 FPS = 30.0

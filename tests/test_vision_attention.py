@@ -9,12 +9,14 @@ import torch
 from conftest import make_random_clip
 
 from framefusion.adapters import adapter_for
+from framefusion.core.patches import PatchStack
 from framefusion.video.prompting import prepare_inputs
 
 
 def probe_and_inputs(model, processor, clips):
+    """A probe with its hooks on a patch stack of its own (probe.patches.undo_to(0) removes them), and inputs."""
     adapter = adapter_for(model)
-    probe = adapter.vision_probe(model)
+    probe = adapter.vision_probe(model, PatchStack())
     inputs = prepare_inputs(processor, clips, "What is happening?")
     return probe, inputs
 
@@ -29,7 +31,7 @@ def test_siglip_saliency_equals_its_own_attention_weights(tiny_model_factory):
             pixels = inputs["pixel_values_videos"].flatten(0, 1)  # [videos * frames, C, H, W]
             attentions = model.model.vision_tower(pixels, output_attentions=True).attentions[-1]  # [F, H, n, n]
     finally:
-        probe.remove()
+        probe.patches.undo_to(0)
     received = attentions.float().mean(dim=(1, 2))  # [F, n]
     side = math.isqrt(received.shape[1])
     pooled = torch.nn.functional.interpolate(received.view(-1, 1, side, side), size=[math.ceil(side / 2)] * 2,
@@ -64,7 +66,7 @@ def test_qwen_vit_saliency_equals_a_loop_over_frames_heads_and_queries(family, t
             model(**inputs)
         saliency = probe.take()
     finally:
-        probe.remove()
+        probe.patches.undo_to(0)
         handle.remove()
     attention = visual.blocks[-1].attn
     hidden, cu = captured["hidden"], captured["cu"].tolist()
@@ -96,7 +98,7 @@ def test_qwen2_5_vl_saliency_follows_the_merger_output_order(tiny_model_factory)
         saliency = probe.take()
         unpermuted_probe = probe.parts[0]  # per token, in the ViT's (window) order
     finally:
-        probe.remove()
+        probe.patches.undo_to(0)
         for handle in hooks:
             handle.remove()
     window_order, final = captured["window_order"], captured["final"]
@@ -109,4 +111,4 @@ def test_qwen2_5_vl_saliency_follows_the_merger_output_order(tiny_model_factory)
 def test_families_without_a_probe_say_so(tiny_model_factory):
     for family in ("internvl", "llava_next_video", "minicpmv4_6"):
         model, _ = tiny_model_factory(family)
-        assert adapter_for(model).vision_probe(model) is None
+        assert adapter_for(model).vision_probe(model, PatchStack()) is None

@@ -48,8 +48,7 @@ def test_contextual_token_adds_the_mean_of_its_members_to_itself():
 def test_visionzip_end_to_end(family, saliency, budget, tiny_model_factory):
     model, processor = tiny_model_factory(family, num_layers=8)
     inputs = prepare_inputs(processor, [make_random_clip(8, static_fraction=0.5)], "What is happening?")
-    apply_method(model, "visionzip", budget, saliency=saliency)
-    out, stats = generate_reduced(model, inputs, 2)
+    out, stats = generate_reduced(model, inputs, 2, "visionzip", budget, saliency=saliency)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 2
     assert abs(stats.kept_ratio - budget) <= 0.05
     merged = stats.removed_by == MERGED

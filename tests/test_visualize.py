@@ -10,11 +10,11 @@ import torch
 from conftest import forward_reduced, make_random_clip
 from PIL import Image
 
-from framefusion.core.config import FrameFusionConfig
+from framefusion.core.contract import QueryKeys
 from framefusion.core.layout import VideoGrid, layout_from_videos
-from framefusion.core.reduction import PrefillReduction, QueryKeys
 from framefusion.core.stack import DecoderStack
 from framefusion.core.stats import MERGED, PRUNED, StepRecord
+from framefusion.methods.framefusion import FrameFusionConfig, PrefillReduction
 from framefusion.pipeline.visualize import (
     BLANK_RGB,
     HEADER,
@@ -174,14 +174,12 @@ def test_render_writes_four_pngs_of_the_expected_sizes(case, tmp_path, video, ma
 
 
 def test_end_to_end_with_a_tiny_model(tmp_path, tiny_model_factory):
-    from framefusion import apply_framefusion
     from framefusion.video.prompting import prepare_inputs
 
     model, processor = tiny_model_factory("qwen2_vl")
     clip = make_random_clip(8, static_fraction=0.5)
     inputs = prepare_inputs(processor, [clip], "What is happening in the video?")
-    apply_framefusion(model, cost=0.3)
-    _, stats = forward_reduced(model, inputs)
+    _, stats = forward_reduced(model, inputs, "framefusion", 0.3)
     paths = render_visualization(clip, stats, tmp_path)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
     point = default_point(stats)

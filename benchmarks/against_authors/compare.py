@@ -94,8 +94,18 @@ def main():
     print(f"ours: {ours['framefusion_file']} at {REPO} {ours.get('main_commit')}"
           f"{' + uncommitted edits' if ours.get('main_dirty') else ''}  (apply_framefusion accepts importance_queries: "
           f"{ours['accepts_importance_queries']});  theirs: transformers {theirs['transformers']}, torch {theirs['torch']}")
-    print("dense check (all positions, fp32 sdpa, shared 5.x mRoPE positions): max |ours - theirs| = "
+    print("dense check (prefill, all positions, fp32 sdpa, each side its own positions: ours the published rule on "
+          "5.x, theirs 4.51's): max |ours - theirs| = "
           + ", ".join(f"{k} {v['max_abs_diff_all_positions']:.1e}" for k, v in theirs["dense"].items()))
+    dense_generation = {}
+    for name, o in ours["regimes"].items():
+        same = o["generated"]["dense"] == theirs["dense"][name]["generated"]
+        step_diff = float((ol[f"{name}|dense_steps"] - tl[f"{name}|dense_steps"]).abs().max())
+        dense_generation[name] = {"ids_equal": same, "max_abs_step_logit_diff": step_diff,
+                                  "ours": o["generated"]["dense"], "theirs": theirs["dense"][name]["generated"]}
+    print("dense generate (greedy, every step's logits): " + ", ".join(
+        f"{k} ids {'equal' if v['ids_equal'] else 'DIFFER'} {v['max_abs_step_logit_diff']:.1e}"
+        for k, v in dense_generation.items()))
     print()
     for name, o in ours["regimes"].items():
         t = theirs["regimes"].get(name)
@@ -123,7 +133,7 @@ def main():
             their_kept = sum(n - others for n in t["attn_in"]) / (len(t["attn_in"]) * o["num_vision"])
             print(f"   kept_ratio (KV-based): theirs {their_kept:.4f}, ours default "
                   f"{o['runs'].get('default', {}).get('kept_ratio', float('nan')):.4f}")
-            print(f"   theirs steps: " + ", ".join(
+            print("   theirs steps: " + ", ".join(
                 f"p{s['point']} {s['kind']} -{s['removed']}" + (" capped" if s["capped"] else "") for s in t["points"])
                 + f"; sparsity_list={[round(x, 4) for x in t['sparsity_list']]}; mask None at every layer "
                   f"(their 4-row importance causal): {causal}")
@@ -146,7 +156,7 @@ def main():
                     print(f"   eager: ours KV {rle(r['tokens_per_layer'])}; theirs: {te['error']}")
                     row["eager"] = {"theirs_error": te["error"]}
                     continue
-                tt, tlog = te, tl[f"{name}|ff_eager"]
+                tt, tlog, tsteps = te, tl[f"{name}|ff_eager"], tl[f"{name}|ff_steps_eager"]
                 label = "ours[eager q4] vs theirs[eager]"
             else:
                 if errors:
@@ -154,7 +164,7 @@ def main():
                           f" kept_ratio={r['kept_ratio']:.4f} steps: {steps}")
                     row["variants"][v] = {"ours_kv": r["tokens_per_layer"], "kept_ratio": r["kept_ratio"]}
                     continue
-                tt, tlog = t, their_logit
+                tt, tlog, tsteps = t, their_logit, tl[f"{name}|ff_steps"]
                 label = f"ours[{v:7s}] q_used={r['importance_queries_used']}"
             kv_eq = r["tokens_per_layer"] == tt["attn_in"]
             ffn_eq = r["ffn_tokens_per_layer"] == tt["mlp_in"]
@@ -165,12 +175,14 @@ def main():
                 a, b = set(r["kv_vision_positions"][pos_diff]), set(tt["kv_vision_positions"][pos_diff])
                 sym = len(a ^ b)
             logit_diff = float((ol[f"{name}|{v}"] - tlog).abs().max())
-            extra = ""
+            ids_equal = r["generated"] == tt["generated"]
+            step_diff = float((ol[f"{name}|{v}_steps"] - tsteps).abs().max())
+            extra = f"; generate: ids {'equal' if ids_equal else 'DIFFER'}, max|step logit diff|={step_diff:.2e}"
             if v == "eager":
                 imp_diff = float("nan")
                 if tt.get("prune_importance") and t.get("prune_importance"):
                     imp_diff = float((torch.tensor(tt["prune_importance"]) - torch.tensor(t["prune_importance"])).abs().max())
-                extra = (f"; their eager: mask None {all(tt['attn_mask_is_none'])}, prune-row weight on future keys "
+                extra += (f"; their eager: mask None {all(tt['attn_mask_is_none'])}, prune-row weight on future keys "
                          f"{tt.get('prune_weights_future_mass')} (sdpa: {t.get('prune_weights_future_mass')}), "
                          f"|importance eager - sdpa| {imp_diff:.1e}, vision attn {tt.get('vision_attn_class')}; "
                          f"their eager vs their sdpa max|logit diff|="
@@ -184,6 +196,7 @@ def main():
                    "kv_equal": kv_eq, "ffn_equal": ffn_eq, "positions_equal": pos_diff is None
                    and ffn_pos_diff is None, "first_position_diff_layer": pos_diff,
                    "max_abs_logit_diff": logit_diff, "kept_ratio": r["kept_ratio"],
+                   "generated_ids_equal": ids_equal, "max_abs_step_logit_diff": step_diff,
                    "importance_queries_used": r["importance_queries_used"]}
             if v == "eager":
                 row["eager"] = rec
@@ -198,27 +211,36 @@ def main():
         rows.append(row)
 
     print()
-    print("| regime | our KV counts (default) | their KV counts | KV / FFN equal (q1, q4, default) "
-          "| max abs logit diff q=1 | q=4 | default | eager: KV/FFN equal, logit diff |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| regime | dense: prefill / generate max abs logit diff, ids | our KV counts (default) | their KV counts "
+          "| KV / FFN equal (q1, q4, default) | max abs logit diff q=1 | q=4 | default: prefill, generate, ids "
+          "| eager: KV/FFN equal, logit diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
+        d = dense_generation[row["regime"]]
+        dense_cell = (f"{theirs['dense'][row['regime']]['max_abs_diff_all_positions']:.1e} / "
+                      f"{d['max_abs_step_logit_diff']:.1e}, {'equal' if d['ids_equal'] else 'DIFFER'}")
         if "theirs_error" in row:
             ours_kv = rle(row["variants"]["default"]["ours_kv"]) if "default" in row["variants"] else "-"
-            print(f"| {row['regime']} | {ours_kv} | error: {row['theirs_error']} | - | - | - | - | - |")
+            print(f"| {row['regime']} | {dense_cell} | {ours_kv} | error: {row['theirs_error']} | - | - | - | - | - |")
             continue
         vs = row["variants"]
         eq = ", ".join(f"{'Y' if vs[v]['kv_equal'] else 'N'}/{'Y' if vs[v]['ffn_equal'] else 'N'}"
                        for v in variants if v in vs)
         diffs = [f"{vs[v]['max_abs_logit_diff']:.1e}" if v in vs else "n/a" for v in variants]
+        if "default" in vs:
+            dv = vs["default"]
+            diffs[-1] = (f"{dv['max_abs_logit_diff']:.1e}, {dv['max_abs_step_logit_diff']:.1e}, "
+                         f"{'equal' if dv['generated_ids_equal'] else 'DIFFER'}")
         base = vs.get("default") or next(iter(vs.values()))
         e = row.get("eager", {})
         eager = ("error" if "theirs_error" in e else
                  f"{'Y' if e['kv_equal'] else 'N'}/{'Y' if e['ffn_equal'] else 'N'}, {e['max_abs_logit_diff']:.1e}"
                  if e else "n/a")
-        print(f"| {row['regime']} | {rle(base['ours_kv'])} | {rle(row['theirs_kv'])} | {eq} | "
+        print(f"| {row['regime']} | {dense_cell} | {rle(base['ours_kv'])} | {rle(row['theirs_kv'])} | {eq} | "
               + " | ".join(diffs) + f" | {eager} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"dense": theirs["dense"], "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"dense": theirs["dense"], "dense_generation": dense_generation,
+                                               "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,12 @@
 Run with this repository's .venv python (transformers 5.x, our `framefusion`, public API only):
     python ours.py WORK_DIR
 Writes WORK_DIR/ckpt (if missing), WORK_DIR/inputs/<regime>.pt, WORK_DIR/ours.json, WORK_DIR/ours_logits.pt.
+
+Every run goes through `framefusion.reduced`, dense included: "dense" is the published model, whose M-RoPE
+positions (the text after a video continues at the video's largest position + 1) are those of transformers 4.x,
+the authors' environment. Nothing passes position ids to either side: each computes its own. Each run is one
+observed prefill (token counts, kept positions, logits) and a greedy `generate` of NEW_TOKENS tokens (ids and
+the logits of every step).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from conftest import make_random_clip  # noqa: E402
 from test_engine import QUESTION, noisy_clip  # noqa: E402
 
 import framefusion  # noqa: E402
-from framefusion import apply_framefusion, last_stats, remove_framefusion  # noqa: E402
+from framefusion import apply_framefusion, reduced  # noqa: E402
 from framefusion.tiny import model_class, save_tiny_checkpoint  # noqa: E402
 from framefusion.video.prompting import prepare_inputs  # noqa: E402
 
@@ -38,6 +44,7 @@ REGIMES = {
     "x_tight_budget": (lambda: make_random_clip(8), 0.02, 2.0, 0.1),
 }
 SAVED_KEYS = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw")
+NEW_TOKENS = 6  # greedy tokens generated per run
 
 
 def output_cache(out):
@@ -75,6 +82,14 @@ def hook_lengths(model):
     return rec, handles
 
 
+def generated(net, inputs) -> tuple[list[int], torch.Tensor]:
+    """(greedy ids, the logits of every generated step [NEW_TOKENS, vocab]) with whatever is installed on net."""
+    with torch.no_grad():
+        out = net.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                           output_logits=True, return_dict_in_generate=True)
+    return out.sequences[0, inputs["input_ids"].shape[1]:].tolist(), torch.stack([s[0] for s in out.logits])
+
+
 def main(work: Path) -> None:
     torch.manual_seed(0)
     ckpt = work / "ckpt"
@@ -101,15 +116,6 @@ def main(work: Path) -> None:
     for name, (make_clip, cost, sim, ratio) in REGIMES.items():
         inputs = prepare_inputs(processor, [make_clip()], QUESTION)
         saved = {k: inputs[k].clone() for k in SAVED_KEYS}
-        # transformers 5.24 and 4.51 compute different mRoPE positions for the text after a video whose
-        # temporal patch count exceeds its grid side (5.24: text resumes at start + max(h, w) / merge; 4.51:
-        # at the max of all three axes + 1). The authors' side is fed these 5.x positions explicitly.
-        with torch.no_grad():
-            position_ids, _ = model.model.get_rope_index(
-                input_ids=inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
-                image_grid_thw=None, video_grid_thw=inputs["video_grid_thw"],
-                attention_mask=inputs["attention_mask"])
-        saved["position_ids"] = position_ids.clone()
         saved["params"] = {"cost": cost, "similarity_lower_bound": sim, "ratio_lower_bound": ratio}
         torch.save(saved, work / "inputs" / f"{name}.pt")
         seq_len = int(inputs["input_ids"].shape[1])
@@ -117,33 +123,30 @@ def main(work: Path) -> None:
         vision_positions = torch.nonzero(inputs["input_ids"][0] == video_id).flatten().tolist()
         entry = {"params": saved["params"], "seq_len": seq_len, "num_vision": len(vision_positions),
                  "vision_start": vision_positions[0], "extra_input_keys": sorted(set(inputs) - set(SAVED_KEYS)),
-                 "runs": {}}
-        with torch.no_grad():
-            dense = model(**inputs, use_cache=True)
-        logits_out[(name, "dense")] = dense.logits[0].clone()
-        with torch.no_grad():  # the positions saved for the authors' side are the ones the forward uses
-            explicit = model(**inputs, position_ids=position_ids, use_cache=True).logits[0]
-        assert torch.equal(explicit, dense.logits[0]), "explicit position_ids change the dense logits"
-        entry["dense_kv"] = layer_kv_lengths(output_cache(dense))
-
-        with torch.no_grad():
-            logits_out[(name, "dense_eager")] = eager(**inputs, use_cache=True).logits[0].clone()
+                 "runs": {}, "generated": {}}
+        for label, net in (("dense", model), ("dense_eager", eager)):
+            with reduced(net, "dense"), torch.no_grad():
+                out = net(**inputs, use_cache=True)
+                entry["generated"][label], logits_out[(name, f"{label}_steps")] = generated(net, inputs)
+            logits_out[(name, label)] = out.logits[0].clone()
+            if label == "dense":
+                entry["dense_kv"] = layer_kv_lengths(output_cache(out))
 
         for q, net in [(q, model) for q in variants] + [("eager", eager)]:
-            kwargs = dict(cost=cost, similarity_lower_bound=sim, ratio_lower_bound=ratio)
+            kwargs = dict(similarity_lower_bound=sim, ratio_lower_bound=ratio)
             if accepts_q and q is not None:
                 kwargs["importance_queries"] = 4 if q == "eager" else q
             key = "default" if q is None else (q if q == "eager" else f"q{q}")
-            apply_framefusion(net, **kwargs)
-            rec, handles = hook_lengths(net)
-            try:
-                with torch.no_grad():
-                    out = net(**inputs, use_cache=True)
-                stats = last_stats(net)
-            finally:
-                for h in handles:
-                    h.remove()
-                remove_framefusion(net)
+            with reduced(net, "framefusion", cost, **kwargs) as scope:
+                rec, handles = hook_lengths(net)
+                try:
+                    with torch.no_grad():
+                        out = net(**inputs, use_cache=True)
+                    stats = scope.stats
+                finally:
+                    for h in handles:
+                        h.remove()
+                ids, steps = generated(net, inputs)
             vp = stats.vision_positions
             kv_vision_positions = [sorted(vp[stats.alive_after(l)].tolist()) for l in range(num_layers)]
             ffn_vision_positions = [sorted(vp[stats.alive_after(l + 1)].tolist()) for l in range(num_layers)]
@@ -159,8 +162,10 @@ def main(work: Path) -> None:
                 "kv_vision_positions": kv_vision_positions,
                 "ffn_vision_positions": ffn_vision_positions,
                 "logits_rows": int(out.logits.shape[1]),
+                "generated": ids,
             }
             logits_out[(name, key)] = out.logits[0, -1].clone()
+            logits_out[(name, f"{key}_steps")] = steps
             entry["runs"][key] = run
         results["regimes"][name] = entry
         print(f"ours: {name}: seq {seq_len}, vision {len(vision_positions)}, runs {list(entry['runs'])}", flush=True)

@@ -3,13 +3,15 @@
 Run in the authors' venv with PYTHONPATH=$AUTHORS_DIR/src (their tree, not pip-installed):
     python theirs.py WORK_DIR
 Needs WORK_DIR/ckpt451 (convert.py), WORK_DIR/inputs/*.pt and WORK_DIR/ours_logits.pt (ours.py).
-1. dense check: our dense logits (5.x) vs this dense model (4.51) on every input, all positions; stops
-   with exit code 3 unless every max |diff| < 1e-4.
+Both sides compute their own positions (no position ids are passed): this model's are transformers 4.51's, the
+published rule; ours are framefusion's published positions on transformers 5.x.
+1. dense check: our dense logits vs this dense model on every input, all positions; stops with exit code 3
+   unless every max |diff| < DENSE_TOL. Then a greedy `generate` of NEW_TOKENS tokens (ids, every step's logits).
 2. their apply_framefusion(model, cost, similarity_lower_bound, ratio_lower_bound) on a fresh model per
-   regime, one prefill, with observation-only hooks: token counts entering each decoder layer, its self_attn
+   regime: one prefill with observation-only hooks (token counts entering each decoder layer, its self_attn
    and its mlp, the KV-cache length per layer, whether the attention mask was None (their last-4-row
-   importance is causal only then), and the surviving sequence positions after each reduction point
-   (read from the keep masks their FrameFusion passes to its position-embedding handlers).
+   importance is causal only then), and the surviving sequence positions after each reduction point, read from
+   the keep masks their FrameFusion passes to its position-embedding handlers), then a greedy `generate`.
 Writes WORK_DIR/theirs.json and WORK_DIR/theirs_logits.pt.
 """
 
@@ -21,12 +23,12 @@ from pathlib import Path
 
 import torch
 import transformers
+from framefusion.interface import apply_framefusion  # the authors' package (PYTHONPATH=$AUTHORS_DIR/src)
 from transformers import Qwen2VLForConditionalGeneration
 
-from framefusion.interface import apply_framefusion  # the authors' package (PYTHONPATH=$AUTHORS_DIR/src)
-
-DENSE_TOL = 1e-4
+DENSE_TOL = 1e-5
 FEED = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw")
+NEW_TOKENS = 6  # as ours.py
 
 
 def load(ckpt: Path, attn: str = "sdpa"):
@@ -35,12 +37,18 @@ def load(ckpt: Path, attn: str = "sdpa"):
     return model.eval()
 
 
-def feed(saved, positions=True):
-    """The saved tensors; with positions=True also the 5.x mRoPE position_ids (see ours.py)."""
-    out = {k: saved[k] for k in FEED}
-    if positions:
-        out["position_ids"] = saved["position_ids"]
-    return out
+def feed(saved):
+    """The saved tensors (no position ids: the model computes its own, transformers 4.51's rule)."""
+    return {k: saved[k] for k in FEED}
+
+
+def generated(model, saved) -> tuple[list[int], torch.Tensor]:
+    """(greedy ids, the logits of every generated step [NEW_TOKENS, vocab])."""
+    inputs = feed(saved)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                             output_logits=True, return_dict_in_generate=True)
+    return out.sequences[0, inputs["input_ids"].shape[1]:].tolist(), torch.stack([s[0] for s in out.logits])
 
 
 def observe(model):
@@ -139,6 +147,9 @@ def run_framefusion(work: Path, saved, attn: str) -> dict:
                 h.remove()
     except Exception as err:  # e.g. their "The cost is too small"
         return {"error": f"{type(err).__name__}: {err}"}
+    fresh = load(work / "ckpt451", attn)  # a fresh model for generate: their state lives on the model
+    apply_framefusion(fresh, p["cost"], p["similarity_lower_bound"], p["ratio_lower_bound"])
+    ids, steps = generated(fresh, saved)
     vision = set(torch.nonzero(saved["input_ids"][0] == model.config.video_token_id).flatten().tolist())
     alive = rec["alive_after_point"]  # alive after point k (k = 0..28)
     return {
@@ -155,6 +166,8 @@ def run_framefusion(work: Path, saved, attn: str) -> dict:
         "prune_importance": rec.get("prune_importance"),
         "vision_attn_class": type(model.visual.blocks[0].attn).__name__,
         "logits": out.logits[0, -1].clone(),
+        "generated": ids,
+        "steps": steps,
     }
 
 
@@ -171,16 +184,14 @@ def main(work: Path) -> int:
         saved = torch.load(work / "inputs" / f"{name}.pt")
         with torch.no_grad():
             dense = model(**feed(saved), use_cache=True).logits[0]
-            own = model(**feed(saved, positions=False), use_cache=True).logits[0]
         diff = float((dense - ours_logits[f"{name}|dense"]).abs().max())
-        own_diff = float((own - ours_logits[f"{name}|dense"]).abs().max())
-        result["dense"][name] = {"max_abs_diff_all_positions": diff,
-                                 "max_abs_diff_with_4.51_own_positions": own_diff,
-                                 "last_row_max_abs": float(dense[-1].abs().max())}
+        ids, steps = generated(model, saved)
+        result["dense"][name] = {"max_abs_diff_all_positions": diff, "last_row_max_abs": float(dense[-1].abs().max()),
+                                 "generated": ids}
         logits_out[f"{name}|dense"] = dense[-1].clone()
+        logits_out[f"{name}|dense_steps"] = steps
         ok &= diff < DENSE_TOL
-        print(f"theirs: dense {name}: max |ours - theirs| = {diff:.3e} (with 4.51's own positions {own_diff:.3e})",
-              flush=True)
+        print(f"theirs: dense {name}: max |ours - theirs| = {diff:.3e}, generated {ids}", flush=True)
     if not ok:
         (work / "theirs.json").write_text(json.dumps(result, indent=1))
         print(f"theirs: dense models disagree beyond {DENSE_TOL}; not comparing FrameFusion", flush=True)
@@ -202,6 +213,7 @@ def main(work: Path) -> int:
             run = run_framefusion(work, saved, attn)
             if "logits" in run:
                 logits_out[f"{name}|ff" + ("" if attn == "sdpa" else "_eager")] = run.pop("logits")
+                logits_out[f"{name}|ff_steps" + ("" if attn == "sdpa" else "_eager")] = run.pop("steps")
             if attn == "sdpa":
                 entry.update(run)
             else:

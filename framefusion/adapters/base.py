@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from framefusion.core.contract import QueryKeys
 from framefusion.core.layout import TokenLayout
-from framefusion.core.reduction import QueryKeys
+from framefusion.core.patches import PatchStack
 
 LAYER_PARTS = ("input_layernorm", "post_attention_layernorm", "mlp")  # besides the token mixer
 
@@ -28,11 +28,14 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class FamilyAdapter:
-    """Where the decoder layers are and how to read (video, frame, patch) of every prompt token."""
+    """Where the decoder layers are and how to read (video, frame, patch) of every prompt token (implements
+    core.contract.FamilyAdapter)."""
 
     name: str = ""
     model_types: tuple[str, ...] = ()
     importance_queries: int = 1  # FrameFusion's default query rows for prune importance (the authors' code: 1)
+    similarity_threshold: float = 0.6  # FrameFusion's S_threshold when neither given nor calibrated
+    threshold_source: str = "no published value (run framefusion calibrate for this model)"
 
     def multimodal_module(self, model: nn.Module) -> nn.Module:
         """The module whose forward receives input_ids and the processor's grid metadata."""
@@ -80,14 +83,17 @@ class FamilyAdapter:
         """Layout of the video tokens of a batch-1 prompt, or None when it has none."""
         raise NotImplementedError
 
-    def vision_probe(self, model: nn.Module):
-        """A SaliencyProbe of the vision encoder's attention (adapters/vision_attention.py), or None where this
-        family has none."""
+    def vision_probe(self, model: nn.Module, patches: PatchStack):
+        """A SaliencyProbe of the vision encoder's attention (adapters/vision_attention.py), its hooks on
+        `patches`, or None where this family has none."""
         return None
 
-    def install_extras(self, engine, model: nn.Module) -> list[Callable[[], None]]:
-        """Family-specific patches (e.g. Qwen3-VL deepstack); returns their undo callables."""
-        return []
+    def install_extras(self, engine, model: nn.Module, patches: PatchStack) -> None:
+        """Family-specific patches (e.g. Qwen3-VL deepstack), made on the model's patch stack."""
+
+    def install_positions(self, model: nn.Module, patches: PatchStack) -> None:
+        """Make the model's positions those of the published model where transformers departs from them (every
+        method installs this, dense included; core/positions.py)."""
 
     def query_keys(self, attention: nn.Module, q_out: torch.Tensor, k_out: torch.Tensor,
                    position_embeddings: tuple[torch.Tensor, torch.Tensor], rows: int = 1) -> QueryKeys:

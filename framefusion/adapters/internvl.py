@@ -25,6 +25,9 @@ class InternVLAdapter(FamilyAdapter):
 
     name = "InternVL"
     model_types = ("internvl",)
+    similarity_threshold = 0.5
+    threshold_source = ("the authors' InternVL2.5 example (thu-nics/FrameFusion script/playground/example_internvl.py)"
+                        "; no published value for the transformers-native InternVL checkpoints")
 
     def token_layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict[str, Any] | None) -> TokenLayout | None:
         """Find the runs of single-tile blocks and read each as a video of one frame per block."""

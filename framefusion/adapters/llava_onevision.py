@@ -10,6 +10,7 @@ from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter, split_sizes, token_positions
 from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
+from framefusion.core.patches import PatchStack
 
 
 class LlavaOneVisionAdapter(FamilyAdapter):
@@ -18,12 +19,15 @@ class LlavaOneVisionAdapter(FamilyAdapter):
     name = "LLaVA-OneVision"
     model_types = ("llava_onevision",)
     newline_tokens = 1  # separator tokens at the end of each video's span
+    similarity_threshold = 0.6
+    threshold_source = ("the paper's value for the LLaVA-Video series (appendix on hyperparameters); "
+                        "LLaVA-OneVision shares their vision tower and LLM")
 
-    def vision_probe(self, model: nn.Module):
+    def vision_probe(self, model: nn.Module, patches: PatchStack):
         """Attention of the SigLIP layer that gives the video features, pooled like them."""
         from framefusion.adapters.vision_attention import siglip_probe
 
-        return siglip_probe(model, self.multimodal_module(model))
+        return siglip_probe(self.multimodal_module(model), patches)
 
     def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """How many videos, and frames per video ([videos, frames, C, H, W] pixels)."""

@@ -29,6 +29,9 @@ class MiniCPMV4_6Adapter(HybridDecoderMixin, FamilyAdapter):
 
     name = "MiniCPM-V 4.6"
     model_types = ("minicpmv4_6",)
+    similarity_threshold = 0.7
+    threshold_source = ("no published value: MiniCPM-V 2.6's, the paper's (appendix on hyperparameters; run "
+                        "framefusion calibrate for this model)")
 
     def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """Every video unit's size in patches, and the downsampling mode."""

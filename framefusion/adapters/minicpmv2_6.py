@@ -23,6 +23,7 @@ from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter, token_positions
 from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
+from framefusion.core.patches import PatchStack
 
 AUTHORS_UNIT = "_framefusion_authors_frame_unit"  # set on the multimodal module while FrameFusion is installed
 REDUCING = "_framefusion_reducing"  # set on it while any reduction is installed
@@ -35,6 +36,8 @@ class MiniCPMV2_6Adapter(FamilyAdapter):
     name = "MiniCPM-V 2.6"
     model_types = ("minicpmv2_6",)
     importance_queries = 1  # the authors' Qwen2 path ranks by the last query row
+    similarity_threshold = 0.7
+    threshold_source = "the paper's value for MiniCPM-V 2.6 (appendix on hyperparameters; the authors' example too)"
 
     def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """Each video's (frames, slices per frame), and which placeholder runs are video slices."""
@@ -45,15 +48,13 @@ class MiniCPMV2_6Adapter(FamilyAdapter):
         masked = isinstance(mask, torch.Tensor) and mask.ndim == 2 and not bool(mask.all())
         return {"video_shape": shape, "slice_video": arguments.get("slice_video"), "masked": masked}
 
-    def install_extras(self, engine, model: nn.Module) -> list:
+    def install_extras(self, engine, model: nn.Module, patches: PatchStack) -> None:
         """Mark the module as reducing and, under FrameFusion, read frames as the authors' unit (queries and
-        separators); undone on removal."""
+        separators); both undone with the method."""
         module = self.multimodal_module(model)
-        flags = {REDUCING: True}
+        patches.set_attribute(module, REDUCING, True, "MiniCPM-V 2.6: reducing")
         if engine.description.startswith("FrameFusion("):
-            flags[AUTHORS_UNIT] = True
-        module.__dict__.update(flags)
-        return [lambda: [module.__dict__.pop(flag, None) for flag in flags]]
+            patches.set_attribute(module, AUTHORS_UNIT, True, "MiniCPM-V 2.6: the authors' frame unit")
 
     def video_runs(self, module: nn.Module, input_ids: torch.Tensor,
                    video: dict[str, Any]) -> list[tuple[int, int, list[torch.Tensor]]]:

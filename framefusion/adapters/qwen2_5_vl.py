@@ -10,3 +10,4 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
 
     name = "Qwen2.5-VL"
     model_types = ("qwen2_5_vl",)
+    threshold_source = "no published value: Qwen2-VL's (run framefusion calibrate for this model)"

@@ -11,3 +11,5 @@ class Qwen3_5Adapter(HybridDecoderMixin, Qwen2VLAdapter):
 
     name = "Qwen3.5"
     model_types = ("qwen3_5",)
+    frames_in_own_spans = True
+    threshold_source = "no published value: Qwen2-VL's (run framefusion calibrate for this model)"

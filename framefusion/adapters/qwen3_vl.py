@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from framefusion.adapters.qwen2_vl import Qwen2VLAdapter
+from framefusion.core.patches import PatchStack
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
@@ -15,20 +14,22 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
 
     name = "Qwen3-VL"
     model_types = ("qwen3_vl", "qwen3_vl_moe")
+    frames_in_own_spans = True
+    threshold_source = "no published value: Qwen2-VL's (run framefusion calibrate for this model)"
 
-    def install_extras(self, engine, model: nn.Module) -> list[Callable[[], None]]:
+    def install_extras(self, engine, model: nn.Module, patches: PatchStack) -> None:
         """Wrap `_deepstack_process` so the visual mask and features are cut to the alive tokens."""
-        text_model = self.text_model(model)
-        original = text_model._deepstack_process
 
-        def deepstack(hidden_states, visual_pos_masks, visual_embeds):
-            run = engine.run
-            if run is not None and run.version > 0 and visual_pos_masks is not None:
-                visual_pos_masks, visual_embeds = cut_deepstack(visual_pos_masks, visual_embeds, run.alive)
-            return original(hidden_states, visual_pos_masks, visual_embeds)
+        def make(original):
+            def deepstack(hidden_states, visual_pos_masks, visual_embeds):
+                run = engine.run
+                if run is not None and run.version > 0 and visual_pos_masks is not None:
+                    visual_pos_masks, visual_embeds = cut_deepstack(visual_pos_masks, visual_embeds, run.alive)
+                return original(hidden_states, visual_pos_masks, visual_embeds)
 
-        text_model._deepstack_process = deepstack
-        return [lambda: delattr(text_model, "_deepstack_process")]
+            return deepstack
+
+        patches.wrap_method(self.text_model(model), "_deepstack_process", make, "Qwen3-VL: deepstack")
 
 
 def cut_deepstack(visual_pos_masks: torch.Tensor, visual_embeds: torch.Tensor,

@@ -19,15 +19,16 @@ import torch
 from torch import nn
 
 from framefusion.adapters.base import rotate_half
+from framefusion.core.patches import PatchStack
 
 
 class SaliencyProbe:
-    """Holds the saliency of the last encoded videos; `remove()` undoes its hooks."""
+    """Holds the saliency of the last encoded videos; its hooks are on the model's patch stack."""
 
-    def __init__(self) -> None:
+    def __init__(self, patches: PatchStack) -> None:
         self.latest: torch.Tensor | None = None
         self.parts: list[torch.Tensor] = []
-        self.undo: list[Callable[[], None]] = []
+        self.patches = patches
 
     def take(self) -> torch.Tensor:
         """[N] saliency of the last encoded video tokens (RuntimeError if no video was encoded)."""
@@ -35,31 +36,28 @@ class SaliencyProbe:
             raise RuntimeError("no vision-encoder saliency was recorded for this prompt's videos")
         return self.latest
 
-    def remove(self) -> None:
-        """Remove every hook."""
-        while self.undo:
-            self.undo.pop()()
+    def hook(self, handle, label: str) -> None:
+        """Keep a hook handle on the patch stack."""
+        self.patches.add_hook(handle, f"saliency probe: {label}")
 
     def watch_video_encoder(self, module: nn.Module, finish: Callable[[list[torch.Tensor], dict], torch.Tensor]) -> None:
         """Wrap `module.get_video_features`: collect the parts recorded while it runs, then `finish` them."""
-        original = module.get_video_features
 
-        @functools.wraps(original)
-        def get_video_features(*args, **kwargs):
-            self.parts = []
-            self.recording = True
-            try:
-                output = original(*args, **kwargs)
-            finally:
-                self.recording = False
-            self.latest = finish(self.parts, kwargs)
-            return output
+        def make(original: Callable) -> Callable:
+            @functools.wraps(original)
+            def get_video_features(*args, **kwargs):
+                self.parts = []
+                self.recording = True
+                try:
+                    output = original(*args, **kwargs)
+                finally:
+                    self.recording = False
+                self.latest = finish(self.parts, kwargs)
+                return output
 
-        had_own = "get_video_features" in module.__dict__
-        previous = module.__dict__.get("get_video_features")
-        module.get_video_features = get_video_features
-        self.undo.append(lambda: setattr(module, "get_video_features", previous) if had_own
-                         else delattr(module, "get_video_features"))
+            return get_video_features
+
+        self.patches.wrap_method(module, "get_video_features", make, "saliency probe: video encoder")
 
     recording = False
 
@@ -70,13 +68,13 @@ def received_attention(q: torch.Tensor, k: torch.Tensor, scaling: float) -> torc
     return probs.mean(dim=(0, 1))
 
 
-def qwen_vit_probe(model: nn.Module, module: nn.Module) -> SaliencyProbe:
+def qwen_vit_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
     """The Qwen-VL vision transformer (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5): its last full-attention block."""
     visual = module.visual
     full = list(getattr(visual, "fullatt_block_indexes", None) or [])  # Qwen2.5-VL: the others attend in windows
     attention = visual.blocks[full[-1] if full else len(visual.blocks) - 1].attn
     unit = visual.spatial_merge_size ** 2  # patches fused into one LLM token, consecutive in the sequence
-    probe = SaliencyProbe()
+    probe = SaliencyProbe(patches)
     grids: list[torch.Tensor] = []
 
     def before_visual(_module, args, kwargs):
@@ -107,13 +105,13 @@ def qwen_vit_probe(model: nn.Module, module: nn.Module) -> SaliencyProbe:
         grids.clear()
         return saliency
 
-    probe.undo.append(visual.register_forward_pre_hook(before_visual, with_kwargs=True).remove)
-    probe.undo.append(attention.register_forward_pre_hook(before_attention, with_kwargs=True).remove)
+    probe.hook(visual.register_forward_pre_hook(before_visual, with_kwargs=True), "vision grids")
+    probe.hook(attention.register_forward_pre_hook(before_attention, with_kwargs=True), "vision attention")
     probe.watch_video_encoder(module, finish)
     return probe
 
 
-def siglip_probe(model: nn.Module, module: nn.Module) -> SaliencyProbe:
+def siglip_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
     """LLaVA-OneVision's SigLIP tower: the layer whose output is the feature layer, pooled like the features."""
     config = module.config
     tower = module.vision_tower
@@ -123,7 +121,7 @@ def siglip_probe(model: nn.Module, module: nn.Module) -> SaliencyProbe:
         raise ValueError("vision saliency needs a single vision_feature_layer")
     layer = layers[feature_layer if feature_layer < 0 else feature_layer - 1]  # hidden_states[j] = layer j-1's output
     attention = layer.self_attn
-    probe = SaliencyProbe()
+    probe = SaliencyProbe(patches)
     recorded: dict[str, torch.Tensor] = {}
 
     def keeper(name: str):
@@ -150,7 +148,7 @@ def siglip_probe(model: nn.Module, module: nn.Module) -> SaliencyProbe:
         return pooled.flatten()
 
     for name, projection in (("q", attention.q_proj), ("k", attention.k_proj)):
-        probe.undo.append(projection.register_forward_hook(keeper(name)).remove)
-    probe.undo.append(attention.register_forward_hook(after_attention).remove)
+        probe.hook(projection.register_forward_hook(keeper(name)), f"{name} projection")
+    probe.hook(attention.register_forward_hook(after_attention), "vision attention")
     probe.watch_video_encoder(module, finish)
     return probe

@@ -6,23 +6,16 @@ import functools
 import inspect
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 
-from framefusion.adapters.base import FamilyAdapter
 from framefusion.core.compat import cache_in, output_cache
-from framefusion.core.hooks import (
-    OutputRecorder,
-    continuation_mask,
-    current_forward,
-    keep_cache_rows,
-    mark_reduced_cache,
-    replace_forward,
-)
+from framefusion.core.contract import FamilyAdapter, Reducer, ReducerFactory
+from framefusion.core.hooks import OutputRecorder, continuation_mask, keep_cache_rows, mark_reduced_cache
 from framefusion.core.layout import TokenLayout
-from framefusion.core.reduction import QueryKeys
+from framefusion.core.patches import PatchStack, current_forward
 from framefusion.core.stack import DecoderStack
 from framefusion.core.stats import ReductionStats
 
@@ -30,32 +23,8 @@ SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3"
 VIDEO_INPUTS = "_framefusion_video_inputs"  # attribute carrying video metadata on encoded video features
 
 
-class Reducer(Protocol):
-    """A token-reduction policy for one prefill (FrameFusion's is `PrefillReduction`)."""
-
-    alive: torch.Tensor  # [n_alive] sequence positions still present
-    version: int  # changes whenever `alive` does
-    finished: bool
-    query_rows: int  # last prompt rows whose attention a prune step needs (see QueryKeys)
-
-    def prunes_at(self, point: int) -> bool: ...
-
-    def step(self, point: int, hidden: torch.Tensor, attention: QueryKeys | None = None) -> torch.Tensor: ...
-
-    def stats(self) -> ReductionStats: ...
-
-    # Optional, for methods that change attention instead of removing tokens (StreamingLLM):
-    # prefill_attention_mask(implementation, dtype, device) -> the mask every layer's prefill attention uses over
-    #     the alive tokens, in the implementation's form, or None to keep the model's own;
-    # kv_keep: rows of the KV cache to keep once the prefill ends: [n] for every layer, or a list with one entry
-    #     per layer (None: that layer keeps all); None or absent: keep everything.
-
-
-ReducerFactory = Callable[[TokenLayout, DecoderStack, torch.device], Reducer]
-
-
 class ReductionEngine:
-    """Installs a reducer into a model; one instance per model, removed with `uninstall`."""
+    """Runs a reducer inside a model; its patches go on the model's PatchStack, which also removes them."""
 
     def __init__(self, model: nn.Module, adapter: FamilyAdapter, make_reducer: ReducerFactory, description: str):
         self.model = model
@@ -69,26 +38,25 @@ class ReductionEngine:
         self.run: Reducer | None = None
         self.last_stats: ReductionStats | None = None
         self._sliced: dict[tuple[int, int, torch.device], Any] = {}
-        self._undo: list[Callable[[], None]] = []
 
-    # ---- lifecycle -------------------------------------------------------------------------------------
-    def install(self) -> None:
-        """Hook the multimodal forward and route every decoder layer through the engine."""
+    # ---- installation ----------------------------------------------------------------------------------
+    def install(self, patches: PatchStack) -> None:
+        """Hook the multimodal forward and route every decoder layer through the engine (undone by `patches`)."""
         check_attention(self.text_config._attn_implementation)
         module = self.adapter.multimodal_module(self.model)
         self._signature = inspect.signature(module.forward)
-        before = module.register_forward_pre_hook(self._before_forward, with_kwargs=True)
-        after = module.register_forward_hook(self._after_forward, with_kwargs=True)
-        self._undo += [before.remove, after.remove]
+        patches.add_hook(module.register_forward_pre_hook(self._before_forward, with_kwargs=True), "engine: before")
+        patches.add_hook(module.register_forward_hook(self._after_forward, with_kwargs=True), "engine: after")
         if hasattr(module, "get_video_features"):
-            self._undo.append(self._tag_video_features(module))
+            patches.wrap_method(module, "get_video_features", self._tag_video_features, "engine: video metadata")
         for index, layer in enumerate(self.layers):
-            self._undo.append(replace_forward(layer, self._layer_forward(index, layer, current_forward(layer))))
-        self._undo += self.adapter.install_extras(self, self.model)
+            patches.replace_forward(layer, self._layer_forward(index, layer, current_forward(layer)),
+                                    f"engine: decoder layer {index}")
+        self.adapter.install_extras(self, self.model, patches)
 
-    def _tag_video_features(self, module: nn.Module) -> Callable[[], None]:
-        """Attach the video metadata to encoded video features, which `generate` passes on without the grids."""
-        original = module.get_video_features
+    def _tag_video_features(self, original: Callable) -> Callable:
+        """`original` get_video_features, attaching the video metadata to the encoded features (which `generate`
+        passes on without the grids)."""
         signature = inspect.signature(original)
 
         @functools.wraps(original)  # generate reads the signature to pick the encoder's arguments
@@ -99,20 +67,7 @@ class ReductionEngine:
                 setattr(output, VIDEO_INPUTS, video)
             return output
 
-        had_own, previous = "get_video_features" in module.__dict__, module.__dict__.get("get_video_features")
-        module.get_video_features = get_video_features
-        return lambda: setattr(module, "get_video_features", previous) if had_own else delattr(module,
-                                                                                              "get_video_features")
-
-    def add_undo(self, undo: Callable[[], None]) -> None:
-        """Something else to undo on uninstall (after the engine's own patches)."""
-        self._undo.insert(0, undo)
-
-    def uninstall(self) -> None:
-        """Undo every patch, in reverse order."""
-        while self._undo:
-            self._undo.pop()()
-        self.run = None
+        return get_video_features
 
     # ---- per-forward bookkeeping -------------------------------------------------------------------------
     def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -165,9 +120,8 @@ class ReductionEngine:
         self.last_stats.linear_layers = self.stack.linear  # for the cost model: linear layers are linear in N
         cache = output_cache(output)
         if cache is not None:
-            keep = getattr(run, "kv_keep", None)
-            if keep is not None:
-                keep_cache_rows(cache, keep)
+            if run.kv_keep is not None:
+                keep_cache_rows(cache, run.kv_keep)
             mark_reduced_cache(cache, self.last_stats.seq_len, self.last_stats.tokens_per_layer(), self.stack.linear)
 
     # ---- decoder layers ----------------------------------------------------------------------------------
@@ -227,12 +181,10 @@ class ReductionEngine:
 
     def _reducer_mask(self, run: Reducer, hidden: torch.Tensor, kwargs: dict) -> dict:
         """The prefill attention mask a reducer asks for (made once per change of the alive tokens)."""
-        make = getattr(run, "prefill_attention_mask", None)
-        if make is None:
-            return kwargs
         key = ("mask", run.version, hidden.device)
         if key not in self._sliced:
-            self._sliced[key] = make(self.text_config._attn_implementation, hidden.dtype, hidden.device)
+            self._sliced[key] = run.prefill_attention_mask(self.text_config._attn_implementation, hidden.dtype,
+                                                           hidden.device)
         return kwargs if self._sliced[key] is None else {**kwargs, "attention_mask": self._sliced[key]}
 
     def _fix_decode_mask(self, index: int, hidden: torch.Tensor, kwargs: dict) -> None:

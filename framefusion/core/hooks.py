@@ -1,4 +1,4 @@
-"""Small pieces of model plumbing: rerouting a module's forward, recording q/k, marking a reduced KV cache."""
+"""Small pieces of model plumbing: recording q/k for one call, marking and trimming a reduced KV cache, masks."""
 
 from __future__ import annotations
 
@@ -7,32 +7,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-
-def replace_forward(module: nn.Module, forward: Callable) -> Callable[[], None]:
-    """Send calls of `module` to `forward` (keeping accelerate's device hooks in front); returns the undo."""
-    if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward"):
-        previous = module._old_forward
-        module._old_forward = forward
-        return lambda: setattr(module, "_old_forward", previous)
-    had_own = "forward" in module.__dict__
-    previous = module.__dict__.get("forward")
-    module.forward = forward
-
-    def undo() -> None:
-        if had_own:
-            module.forward = previous
-        else:
-            del module.forward
-
-    return undo
-
-
-def current_forward(module: nn.Module) -> Callable:
-    """The callable that runs `module`'s own computation (under accelerate, its wrapped original)."""
-    if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward"):
-        return module._old_forward
-    return module.forward
 
 
 class OutputRecorder:

@@ -40,6 +40,8 @@ class ReductionStats:
     steps: list[StepRecord] = field(default_factory=list)
     importance_queries: int | None = None  # query rows a prune step averaged attention over (None: no such step)
     linear_layers: tuple[bool, ...] = ()  # per layer, True for linear attention (hybrid decoders; set by the engine)
+    similarity_threshold: float | None = None  # FrameFusion: the S_threshold that ran (None: other methods)
+    threshold_source: str | None = None  # FrameFusion: where it came from (given, calibrated, family default)
 
     @property
     def num_vision_tokens(self) -> int:
@@ -119,4 +121,6 @@ class ReductionStats:
             "vision_tokens_per_layer": self.vision_tokens_per_layer(),
             "steps": [s.__dict__ for s in self.steps],
             "importance_queries": self.importance_queries,
+            "similarity_threshold": self.similarity_threshold,
+            "threshold_source": self.threshold_source,
         }

@@ -1,8 +1,8 @@
 """The built-in demo model: a small Qwen2-VL trained here on synthetic video QA, shipped as package data.
 
 Load it by the name `demo` (the CLI's default --model) or with `load_demo()`. It answers questions about
-coloured needles in a video (colour, shape, position, direction, order); `python -m framefusion.demo.train`
-reproduces it from scratch.
+coloured needles in a video (colour, shape, position, direction, order); `python scripts/train_demo.py`
+(in the source repository) reproduces it from scratch.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def demo_model_path() -> Path:
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise DemoModelMissingError(
             f"the demo model is missing from {path}; reinstall framefusion, or rebuild it with "
-            f"`python -m framefusion.demo.train --out {path}`"
+            f"`python scripts/train_demo.py --out {path}` from the source repository"
         )
     return path
 

@@ -8,6 +8,11 @@ A thin adapter: the model is loaded by framefusion.pipeline.loading, each reques
 one (batch size 1); several processes (`accelerate launch` / `torchrun`) each take their rank's share, as lmms-eval
 splits them, on cuda:LOCAL_RANK when there is a GPU. With stats_file=PATH every answered request appends one JSON
 line: doc_id, task, method, budget, kept_ratio, prefill_ratio, vision tokens, tokens per layer and timings.
+
+model_args: the keys of MODEL_ARGS below; any method parameter by its library name (framefusion.methods, e.g.
+ratio_lower_bound, saliency, tau); and, for checkpoints in an original format (LLaVA-NeXT, InternVL2.5,
+MiniCPM-V 2.6, NVILA), the config keys that format lets users override (e.g. mm_newline_position=grid), as
+`framefusion --model-arg KEY=VALUE` does. Anything else is an error naming the key.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import torch
 from lmms_eval.api.model import lmms
 from loguru import logger
 
-from framefusion.methods import get_method
+from framefusion.methods import get_method, method_parameter_names
+from framefusion.models import ModelArgError
 from framefusion.pipeline import ask
 from framefusion.pipeline.loading import load_model
 from framefusion.video import Sampling
@@ -29,8 +35,8 @@ from framefusion.video import Sampling
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".flv", ".wmv", ".mpeg", ".mpg", ".ts", ".gif"}
 DEFAULT_MAX_NEW_TOKENS = 64  # when the task's generation_kwargs name none
 MODEL_ARGS = {  # key: default (lmms-eval parses numbers and booleans; "None" stays a string)
-    "pretrained": "demo", "method": "framefusion", "budget": 0.3, "similarity": 0.6, "ratio_lower_bound": 0.1,
-    "importance_queries": None, "saliency": "attention", "frames": 16, "fps": None, "max_frames": 256,
+    "pretrained": "demo", "method": "framefusion", "budget": 0.3, "similarity": None,
+    "frames": 16, "fps": None, "max_frames": 256,
     "decoder": "av", "device": "auto", "dtype": "auto", "attn": "sdpa", "stats_file": None,
     "random_weights": False, "width_scale": None, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
 }
@@ -49,20 +55,18 @@ class FrameFusionChat(lmms):
 
     def __init__(self, **model_args: Any):
         super().__init__()
-        unknown = sorted(set(model_args) - set(MODEL_ARGS) - set(LMMS_ARGS))
-        if unknown:
-            raise ValueError(f"framefusion: unknown model_args {', '.join(unknown)}; known: "
-                             f"{', '.join(MODEL_ARGS)}")
+        method_params = set(method_parameter_names())
         args = {key: _none(model_args.get(key, default)) for key, default in MODEL_ARGS.items()}
         get_method(str(args["method"]))  # a clear error listing the methods
         batch = int(model_args.get("batch_size") or 1)
         if batch > 1:
             logger.warning(f"framefusion answers one request at a time; --batch_size {batch} runs them one by one")
         self.method, self.budget = str(args["method"]), float(args["budget"])
-        self.params = {"similarity_lower_bound": float(args["similarity"]),
-                       "ratio_lower_bound": float(args["ratio_lower_bound"]),
-                       "importance_queries": None if args["importance_queries"] is None else
-                       int(args["importance_queries"]), "saliency": str(args["saliency"])}
+        self.params = {key: _none(value) for key, value in model_args.items() if key in method_params}
+        if args["similarity"] is not None:  # the CLI's name for FrameFusion's similarity_lower_bound
+            self.params["similarity_lower_bound"] = float(args["similarity"])
+        checkpoint_args = {key: str(value) for key, value in model_args.items()
+                           if key not in MODEL_ARGS and key not in LMMS_ARGS and key not in method_params}
         fps = args["fps"]
         self.sampling = Sampling(num_frames=None if fps is not None else int(args["frames"]),
                                  fps=None if fps is None else float(fps), max_frames=int(args["max_frames"]),
@@ -72,9 +76,15 @@ class FrameFusionChat(lmms):
         device = str(args["device"])
         if device == "auto" and torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per process under accelerate / torchrun
-        self.loaded = load_model(str(args["pretrained"]), device=device, dtype=str(args["dtype"]),
-                                 attn=str(args["attn"]), random_weights=bool(args["random_weights"]),
-                                 width_scale=None if args["width_scale"] is None else float(args["width_scale"]))
+        try:
+            self.loaded = load_model(str(args["pretrained"]), device=device, dtype=str(args["dtype"]),
+                                     attn=str(args["attn"]), random_weights=bool(args["random_weights"]),
+                                     width_scale=None if args["width_scale"] is None else float(args["width_scale"]),
+                                     model_args=checkpoint_args)
+        except ModelArgError as error:
+            known = sorted({*MODEL_ARGS, *method_params, *error.known})
+            raise ValueError(f"framefusion: unknown model_args {', '.join(error.unknown)}; known: "
+                             f"{', '.join(known)}") from None
         self._device = self.loaded.device
 
     @property
@@ -125,6 +135,8 @@ class FrameFusionChat(lmms):
                   "budget": result.budget, "kept_ratio": result.kept_ratio,
                   "prefill_ratio": result.prefill_ratio, "vision_tokens": result.vision_tokens,
                   "importance_queries": result.importance_queries, "frames": result.frames,
+                  "similarity_threshold": result.similarity_threshold, "threshold_source": result.threshold_source,
+                  "params": result.params_as_run(), "answer_ids": result.answer_ids,
                   "tokens_per_layer": result.tokens_per_layer, "timings": timings,
                   "generated_tokens": result.generated_tokens}
         self.stats_file.parent.mkdir(parents=True, exist_ok=True)

@@ -16,12 +16,13 @@ from typing import Any
 
 from torch import nn
 
-from framefusion.api import apply_framefusion, remove_framefusion
 from framefusion.methods.dycoke import apply_dycoke
 from framefusion.methods.evs import apply_evs
-from framefusion.methods.fastvid import apply_fastvid
-from framefusion.methods.holitom import apply_holitom
 from framefusion.methods.fastv import apply_fastv
+from framefusion.methods.fastvid import apply_fastvid
+from framefusion.methods.framefusion import apply_framefusion
+from framefusion.methods.holitom import apply_holitom
+from framefusion.methods.install import install_dense
 from framefusion.methods.streamingllm import apply_streamingllm
 from framefusion.methods.uniform import apply_uniform, select_uniform_frames
 from framefusion.methods.vidcom2 import apply_vidcom2
@@ -36,12 +37,12 @@ class Method:
     name: str
     summary: str
     apply: Callable[..., nn.Module]  # apply(model, budget, **params) -> model
-    select_frames: Callable[..., VideoClip] | None = None  # (clip, budget, model=None) -> clip
+    select_frames: Callable[..., VideoClip] | None = None  # (clip, budget, model=model) -> clip
     params: tuple[str, ...] = ()  # keyword parameters `apply` takes besides the budget
 
 
 def _dense(model: nn.Module, budget: float, **params: Any) -> nn.Module:
-    return remove_framefusion(model)
+    return install_dense(model)
 
 
 def _framefusion(model: nn.Module, budget: float, **params: Any) -> nn.Module:
@@ -49,7 +50,7 @@ def _framefusion(model: nn.Module, budget: float, **params: Any) -> nn.Module:
 
 
 METHODS: dict[str, Method] = {
-    "dense": Method("dense", "the unmodified model", _dense),
+    "dense": Method("dense", "the unreduced model, with the published model's positions", _dense),
     "framefusion": Method("framefusion", "merge similar, then prune unimportant video tokens (FrameFusion)",
                           _framefusion, params=("similarity_lower_bound", "ratio_lower_bound", "importance_queries")),
     "fastv": Method("fastv", "prune video tokens by last-query attention after layer K = 2 (FastV)", apply_fastv,
@@ -82,6 +83,11 @@ def method_names() -> list[str]:
     return list(METHODS)
 
 
+def method_parameter_names() -> list[str]:
+    """Every parameter some method takes besides the budget, sorted."""
+    return sorted({param for method in METHODS.values() for param in method.params})
+
+
 def get_method(name: str) -> Method:
     """The method registered under `name`, or a ValueError listing the known ones."""
     try:
@@ -97,18 +103,14 @@ def apply_method(model: nn.Module, name: str, budget: float = 0.3, **params: Any
     set of options can drive every method; a parameter no method takes is an error.
     """
     method = get_method(name)
-    known = {param for m in METHODS.values() for param in m.params}
-    unknown = sorted(set(params) - known)
+    unknown = sorted(set(params) - set(method_parameter_names()))
     if unknown:
-        raise TypeError(f"unknown method parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise TypeError(f"unknown method parameter(s) {', '.join(unknown)}; known: {', '.join(method_parameter_names())}")
     return method.apply(model, budget, **{k: v for k, v in params.items() if k in method.params})
 
 
-def select_frames(name: str, clip: VideoClip, budget: float, model: nn.Module | None = None) -> VideoClip:
-    """The frames the method feeds the model (most methods use all sampled frames).
-
-    `model` tells frame-selecting methods the model's temporal patch size; without it `uniform` uses the model
-    it was last applied to.
-    """
+def select_frames(name: str, clip: VideoClip, budget: float, model: nn.Module) -> VideoClip:
+    """The frames method `name` feeds `model` (most methods use all sampled frames; `uniform` picks fewer, by the
+    model's temporal patch size, and remembers the pick on the model it is installed on)."""
     method = get_method(name)
     return method.select_frames(clip, budget, model=model) if method.select_frames else clip

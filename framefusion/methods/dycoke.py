@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from framefusion.api import install_reducer
 from framefusion.core.budget import ideal_speedup, paper_layer_cost
-from framefusion.core.prune import attention_importance, keep_most_important, keep_one_per_video
+from framefusion.core.prune import attention_importance, keep_most_important
 from framefusion.core.stats import ReductionStats
-from framefusion.methods.common import check_budget, layout_stats
-from framefusion.methods.oneshot import Stage, StagedReduction, keep_per_video
+from framefusion.methods.common import check_budget, layout_stats, per_video
+from framefusion.methods.install import install_reducer
+from framefusion.methods.oneshot import Stage, StagedReduction
 
 WINDOW = 4  # frames per TTM window
 TTM_RATE = 0.7  # K: share of a pruned frame's tokens TTM drops
@@ -130,40 +130,57 @@ class DyCokeStats(ReductionStats):
 
 class DyCokeReduction(StagedReduction):
     """TTM at point 0; at the KV point the last prompt token's attention chooses the video rows the KV caches of
-    the layers from there on keep, without removing anything from the prefill."""
+    the layers from there on keep, without removing anything from the prefill.
+
+    Each video of a prompt is planned on its own grid (its TTM count and its KV share); the KV point is one layer
+    for the whole prompt, so videos whose plans put it at different layers are refused.
+    """
 
     def __init__(self, layout, stack, device, budget: float, ttm_rate: float, kv_layer: int):
-        grids = layout.grids
-        plan = dycoke_plan(grids[0].frames, grids[0].tokens_per_frame, stack.num_layers, budget, stack, ttm_rate,
-                           kv_layer) if grids else DyCokePlan(1, None, 1.0)
-        self.plan = plan
-        stages = [Stage(0, lambda lay, hidden, _att: keep_per_video(
-            lay, hidden, 1.0, lambda features, _budget: ttm_keep(features, plan.keep_per_frame)))]
-        if plan.kv_point is not None:
-            stages.append(Stage(plan.kv_point, self._evict, needs_attention=True))
+        self.plans = [dycoke_plan(grid.frames, grid.tokens_per_frame, stack.num_layers, budget, stack, ttm_rate,
+                                  kv_layer) for grid in layout.grids]
+        points = sorted({plan.kv_point for plan in self.plans}, key=lambda p: -1 if p is None else p)
+        if len(points) > 1:
+            grids = ", ".join(f"{g.frames}x{g.rows}x{g.cols}" for g in layout.grids)
+            raise ValueError(f"dycoke: the videos of this prompt (token grids {grids}) need their KV caches pruned "
+                             f"from different layers ({', '.join(str(p) for p in points)}), and DyCoke prunes from "
+                             "one layer per prompt: sample the videos alike (same frame count and size)")
+        self.kv_point = points[0] if points else None
+        stages = [Stage(0, self._merge_temporally)]
+        if self.kv_point is not None:
+            stages.append(Stage(self.kv_point, self._evict, needs_attention=True))
         super().__init__(layout, stack.num_layers, device, "dycoke", stages)
         self.stack = stack
 
+    def _merge_temporally(self, layout, hidden, _attention) -> torch.Tensor:
+        """TTM on each video with its own plan's per-frame count: keep [n] bool."""
+        keep = torch.ones(layout.num_vision_tokens, dtype=torch.bool, device=hidden.device)
+        for plan, grid, (start, end) in zip(self.plans, layout.grids, per_video(layout)):
+            if end - start == grid.frames * grid.tokens_per_frame:  # whole videos only (always, in prefill)
+                features = hidden[start:end].reshape(grid.frames, grid.tokens_per_frame, -1)
+                keep[start:end] = ttm_keep(features, plan.keep_per_frame)
+        return keep
+
     def _evict(self, layout, hidden, attention):
-        """Keep everything in prefill; record which video rows the later layers' KV caches keep."""
+        """Keep everything in prefill; record which video rows the later layers' KV caches keep (each video its
+        own share of its tokens, the most attended by the last prompt token)."""
         importance = attention_importance(attention.queries, attention.keys, attention.scaling)
         rows = layout.positions.to(importance.device)  # rows of the alive video tokens
-        count = round(rows.numel() * self.plan.kv_keep_share)
-        if count > 0:
-            keep = keep_most_important(importance[rows], count, rows)
-        else:
-            keep = keep_one_per_video(importance[rows], layout.video.to(rows.device), rows)
+        keep = torch.zeros(rows.numel(), dtype=torch.bool, device=rows.device)
+        for plan, (start, end) in zip(self.plans, per_video(layout)):
+            video_rows = rows[start:end]
+            count = round(video_rows.numel() * plan.kv_keep_share)
+            keep[start:end] = keep_most_important(importance[video_rows], max(count, 1), video_rows)
         alive_rows = torch.ones(attention.keys.shape[1], dtype=torch.bool, device=rows.device)
         alive_rows[rows[~keep]] = False
         kept_rows = torch.nonzero(alive_rows).flatten()
-        point = self.plan.kv_point
-        self.kv_keep = [None if layer < point or self.stack.linear[layer] else kept_rows
+        self.kv_keep = [None if layer < self.kv_point or self.stack.linear[layer] else kept_rows
                         for layer in range(self.num_layers)]
         return keep
 
     def step(self, point: int, hidden: torch.Tensor, attention=None) -> torch.Tensor:
         """TTM removes tokens; at the KV point the chosen rows are only recorded (prefill keeps every token)."""
-        if point == self.plan.kv_point and not self.finished:
+        if point == self.kv_point and not self.finished:
             alive, version = self.alive, self.version
             super().step(point, hidden, attention)  # records the evicted tokens in the statistics
             self.alive, self.version = alive, version  # but the prefill goes on with every token
@@ -173,8 +190,8 @@ class DyCokeReduction(StagedReduction):
     def stats(self) -> DyCokeStats:
         """Statistics in which the evicted tokens leave the KV caches from the KV point on."""
         stats = layout_stats(self.layout, self.num_layers, self.method, self.removed_at, self.removed_by, self.steps,
-                             cls=DyCokeStats, importance_queries=1 if self.plan.kv_point else None,
-                             kv_point=self.plan.kv_point)
+                             cls=DyCokeStats, importance_queries=1 if self.kv_point else None,
+                             kv_point=self.kv_point)
         return stats
 
 

@@ -22,9 +22,9 @@ import math
 
 from torch import nn
 
-from framefusion.api import install_reducer
 from framefusion.core.prune import attention_importance, keep_most_important, keep_one_per_video
 from framefusion.methods.common import check_budget
+from framefusion.methods.install import install_reducer
 from framefusion.methods.oneshot import OneShotReduction
 
 FASTV_LAYER = 2  # K: prune after this layer's attention (the paper's setting, appendix 7)

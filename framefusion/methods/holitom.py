@@ -50,11 +50,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from framefusion.api import install_reducer
+from framefusion.core.patches import PatchStack
 from framefusion.core.prune import attention_importance, keep_most_important
 from framefusion.methods.clustering import dpc_knn_scores, nearest_centre, top_indices
 from framefusion.methods.common import check_budget
-from framefusion.methods.oneshot import SALIENCY, Selection, Stage, StagedReduction, keep_per_video, saliency_source
+from framefusion.methods.install import install_method
+from framefusion.methods.oneshot import (
+    Selection,
+    Stage,
+    StagedReduction,
+    check_saliency,
+    keep_per_video,
+    saliency_source,
+)
 
 REFERENCE_LAYER, REFERENCE_DEPTH = 18, 28  # the authors' inner layer on Qwen2-7B
 
@@ -295,24 +303,27 @@ def apply_holitom(model: nn.Module, budget: float = 0.3, saliency: str = "attent
     """
     check_budget(budget)
     config = HoliTomConfig(**hyperparameters)
-    if saliency not in SALIENCY:
-        raise ValueError(f"saliency={saliency!r}: choose one of {', '.join(SALIENCY)}")
+    check_saliency(saliency)
     if not isinstance(inner, bool):
         raise ValueError(f"inner={inner!r} is out of range: expected True or False")
-    score = saliency_source(model, "holitom", saliency)
 
     def video_fn(features, retention, rank):
         return holitom_video(features, retention, rank, config)
 
-    def make_reducer(layout, stack, device):
-        point = holitom_point(stack, config.inner_layer) if inner else None
-        outer, ratio = holitom_budget(budget, stack.num_layers, point, config.inner_ratio)
-        stages = [Stage(0, lambda lay, hidden, _attention: keep_per_video(lay, hidden, outer, video_fn,
-                                                                          score(hidden)))]
-        if point is not None and ratio > 0:
-            stages.append(Stage(point, lambda lay, hidden, attention: inner_merge(lay, hidden, attention, ratio),
-                                needs_attention=True))
-        return StagedReduction(layout, stack.num_layers, device, "holitom", stages)
+    def build(patches: PatchStack):
+        score = saliency_source(model, "holitom", saliency, patches)
+
+        def make_reducer(layout, stack, device):
+            point = holitom_point(stack, config.inner_layer) if inner else None
+            outer, ratio = holitom_budget(budget, stack.num_layers, point, config.inner_ratio)
+            stages = [Stage(0, lambda lay, hidden, _attention: keep_per_video(lay, hidden, outer, video_fn,
+                                                                              score(hidden)))]
+            if point is not None and ratio > 0:
+                stages.append(Stage(point, lambda lay, hidden, attention: inner_merge(lay, hidden, attention, ratio),
+                                    needs_attention=True))
+            return StagedReduction(layout, stack.num_layers, device, "holitom", stages)
+
+        return make_reducer
 
     description = f"HoliTom(budget={budget}, saliency={saliency}, inner={inner}, tau={config.tau})"
-    return install_reducer(model, make_reducer, description, undo=score.remove)
+    return install_method(model, description, build)

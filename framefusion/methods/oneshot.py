@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from framefusion.adapters import adapter_for
-from framefusion.api import install_reducer
+from framefusion.core.contract import QueryKeys, Reducer
 from framefusion.core.layout import TokenLayout
-from framefusion.core.reduction import QueryKeys
+from framefusion.core.patches import PatchStack
 from framefusion.core.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
 from framefusion.methods.common import check_budget, layout_stats, per_video
+from framefusion.methods.install import install_method
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Stage:
     needs_attention: bool = False
 
 
-class StagedReduction:
+class StagedReduction(Reducer):
     """Runs a method's stages at their points; removed tokens keep the step that removed them in the statistics."""
 
     def __init__(self, layout: TokenLayout, num_layers: int, device: torch.device, method: str,
@@ -172,15 +173,19 @@ def install_pre_llm(model: nn.Module, name: str, label: str, budget: float, vide
     (the proxy of VidCom2's Qwen adaptation); None: video_fn takes no saliency.
     """
     check_budget(budget)
-    score = saliency_source(model, name, saliency)
+    check_saliency(saliency, allow_none=True)
 
-    def make_reducer(layout, stack, device):
-        return OneShotReduction(layout, stack.num_layers, device, name, 0,
-                                lambda lay, hidden, _attention: keep_per_video(
-                                    lay, hidden, budget, video_fn, score(hidden) if score else None))
+    def build(patches: PatchStack):
+        score = saliency_source(model, name, saliency, patches)
 
-    return install_reducer(model, make_reducer, f"{label}(budget={budget}" +
-                           (f", saliency={saliency})" if saliency else ")"), undo=score.remove if score else None)
+        def make_reducer(layout, stack, device):
+            return OneShotReduction(layout, stack.num_layers, device, name, 0,
+                                    lambda lay, hidden, _attention: keep_per_video(
+                                        lay, hidden, budget, video_fn, score(hidden) if score else None))
+
+        return make_reducer
+
+    return install_method(model, f"{label}(budget={budget}" + (f", saliency={saliency})" if saliency else ")"), build)
 
 
 SALIENCY = ("attention", "norm")
@@ -201,21 +206,23 @@ class _Saliency:
                                f"{vision_hidden.shape[0]}")
         return taken
 
-    def remove(self) -> None:
-        if self.probe is not None:
-            self.probe.remove()
+
+def check_saliency(saliency: str | None, allow_none: bool = False) -> None:
+    """ValueError unless `saliency` names a source (or is None where allowed)."""
+    if not (saliency is None and allow_none) and saliency not in SALIENCY:
+        raise ValueError(f"saliency={saliency!r}: choose one of {', '.join(SALIENCY)}")
 
 
-def saliency_source(model: nn.Module, method: str, saliency: str | None) -> _Saliency | None:
-    """The saliency a method ranks by; a family without vision-encoder attention is a ValueError for "attention"."""
+def saliency_source(model: nn.Module, method: str, saliency: str | None, patches: PatchStack) -> _Saliency | None:
+    """The saliency a method ranks by, its probe's hooks on `patches`; a family without vision-encoder attention
+    is a ValueError for "attention"."""
     if saliency is None:
         return None
-    if saliency not in SALIENCY:
-        raise ValueError(f"saliency={saliency!r}: choose one of {', '.join(SALIENCY)}")
+    check_saliency(saliency)
     if saliency == "norm":
         return _Saliency()
     adapter = adapter_for(model)
-    probe = adapter.vision_probe(model)
+    probe = adapter.vision_probe(model, patches)
     if probe is None:
         raise ValueError(f"{method} ranks video tokens by the vision encoder's attention, which framefusion reads "
                          f"for the Qwen-VL and LLaVA-OneVision vision towers only, not {adapter.name}'s; pass "

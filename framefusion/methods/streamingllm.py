@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from framefusion.adapters import adapter_for, decoder_stack
-from framefusion.api import install_reducer
 from framefusion.core.budget import layer_flops
+from framefusion.core.contract import Reducer
 from framefusion.core.hooks import as_attention_mask
 from framefusion.core.layout import TokenLayout
 from framefusion.core.stats import KEPT, PRUNED, ReductionStats, StepRecord
 from framefusion.methods.common import check_budget, layout_stats
+from framefusion.methods.install import install_reducer
 
 SINK_TOKENS = 8  # the paper's attention sink size (appendix 7)
 
@@ -96,7 +97,7 @@ class StreamingStats(ReductionStats):
         return {**super().to_dict(), "sink": self.sink, "window": self.window}
 
 
-class StreamingReduction:
+class StreamingReduction(Reducer):
     """The Reducer of one StreamingLLM prefill: no token leaves the prefill; the mask and the cache change."""
 
     def __init__(self, layout: TokenLayout, num_layers: int, device: torch.device, budget: float,

@@ -11,9 +11,10 @@ kept_ratio: the video tokens of the reduced input over the video tokens the full
 sum over videos of (its tokens) * G / G'. This assumes a grid frame has the same token count however many frames
 the clip has, true for every supported family at a fixed frame size (a Qwen-VL processor whose pixel cap covers
 the whole clip could give fewer frames more tokens each; the ratio then understates the tokens kept). The model
-never sees the full clip, so `select_frames` records where each selection came from (frames kept -> frames of the
-clip); the statistics use the most recent selection that matches the prompt's grid, and a prompt matching none
-counts as its own full input (kept_ratio 1.0). Build uniform prompts from `select_frames`.
+never sees the full clip, so `select_frames` records on the model where each selection came from (frames kept ->
+frames of the clip), for as long as `uniform` is installed on it; the statistics use the most recent selection that
+matches the prompt's grid, and a prompt matching none counts as its own full input (kept_ratio 1.0). Build uniform
+prompts from `select_frames` on the model `uniform` is installed on.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from framefusion.api import install_reducer
 from framefusion.core.budget import ideal_speedup, kept_ratio, paper_layer_cost
 from framefusion.core.layout import TokenLayout, VideoGrid
+from framefusion.core.patches import PatchStack
 from framefusion.core.stats import ReductionStats
 from framefusion.methods.common import check_budget, per_video
+from framefusion.methods.install import install_method
 from framefusion.methods.oneshot import OneShotReduction
 from framefusion.video import VideoClip
 
@@ -37,11 +39,13 @@ MIN_FRAMES = 2  # Qwen3-VL's processor needs two frames per video, and InternVL 
 _RECORD_SIZE = 64
 
 
-@dataclass
-class _Sampling:
-    """What `select_frames` knows without a model, and what it tells the statistics."""
+SAMPLING_ATTRIBUTE = "_framefusion_uniform_sampling"  # on a model while `uniform` is installed
 
-    temporal_patch: int = 1  # of the model `uniform` was last applied to
+
+@dataclass
+class UniformSelections:
+    """The frame selections `select_frames` made for one installation of `uniform`, for its statistics."""
+
     # frames selected -> frames of the clip they were selected from (most recent last)
     sources: OrderedDict = field(default_factory=OrderedDict)
 
@@ -58,9 +62,6 @@ class _Sampling:
             if math.ceil(selected / grid.raw_frames_per_frame) == grid.frames:
                 return self.sources[selected]
         return None
-
-
-_SAMPLING = _Sampling()
 
 
 def temporal_patch_size(model: nn.Module) -> int:
@@ -83,13 +84,15 @@ def uniform_indices(num_frames: int, count: int) -> np.ndarray:
     return np.floor((np.arange(count) + 0.5) * num_frames / count).astype(np.int64)
 
 
-def select_uniform_frames(clip: VideoClip, budget: float, model: nn.Module | None = None) -> VideoClip:
-    """The clip on fewer, uniformly spaced frames; the model (else the one `uniform` was last applied to) sets r."""
+def select_uniform_frames(clip: VideoClip, budget: float, model: nn.Module) -> VideoClip:
+    """The clip on fewer, uniformly spaced frames for `model` (its temporal patch size sets r); the selection is
+    remembered on the model while `uniform` is installed on it."""
     check_budget(budget)
-    patch = temporal_patch_size(model) if model is not None else _SAMPLING.temporal_patch
-    count = uniform_frame_count(clip.num_frames, budget, patch)
+    count = uniform_frame_count(clip.num_frames, budget, temporal_patch_size(model))
     index = uniform_indices(clip.num_frames, count)
-    _SAMPLING.remember(count, clip.num_frames)
+    sampling = model.__dict__.get(SAMPLING_ATTRIBUTE)
+    if sampling is not None:
+        sampling.remember(count, clip.num_frames)
     return VideoClip(frames=clip.frames[index], timestamps=np.asarray(clip.timestamps)[index], fps=clip.fps,
                      duration=clip.duration, source=clip.source)
 
@@ -117,11 +120,11 @@ class UniformStats(ReductionStats):
         return {**super().to_dict(), "full_vision_tokens": self.full_vision_tokens}
 
 
-def full_vision_tokens(layout: TokenLayout) -> int:
+def full_vision_tokens(layout: TokenLayout, sampling: UniformSelections) -> int:
     """Video tokens the prompt would have had on the full clips recorded by `select_frames`."""
     total = 0
     for grid, (start, end) in zip(layout.grids, per_video(layout)):
-        source = _SAMPLING.source_frames(grid)
+        source = sampling.source_frames(grid)
         full_grid = math.ceil(source / grid.raw_frames_per_frame) if source is not None else grid.frames
         total += (end - start) * full_grid // grid.frames
     return total
@@ -130,17 +133,23 @@ def full_vision_tokens(layout: TokenLayout) -> int:
 class UniformReduction(OneShotReduction):
     """Removes nothing; reports the reduced input against the full clip."""
 
-    def __init__(self, layout: TokenLayout, stack, device):
+    def __init__(self, layout: TokenLayout, stack, device, sampling: UniformSelections):
         super().__init__(layout, stack.num_layers, device, "uniform", None)
+        self.sampling = sampling
 
     def stats(self) -> UniformStats:
         """Statistics with kept_ratio relative to the full clip's video tokens."""
         base = super().stats()
-        return UniformStats(**vars(base), full_vision_tokens=full_vision_tokens(self.layout))
+        return UniformStats(**vars(base), full_vision_tokens=full_vision_tokens(self.layout, self.sampling))
 
 
 def apply_uniform(model: nn.Module, budget: float = 0.3) -> nn.Module:
     """Install the statistics of `uniform` (the model itself stays dense); select_frames picks the frames."""
     check_budget(budget)
-    _SAMPLING.temporal_patch = temporal_patch_size(model)
-    return install_reducer(model, UniformReduction, f"uniform(budget={budget}: the dense model on fewer frames)")
+
+    def build(patches: PatchStack):
+        sampling = UniformSelections()
+        patches.set_attribute(model, SAMPLING_ATTRIBUTE, sampling, "uniform: frame selections")
+        return lambda layout, stack, device: UniformReduction(layout, stack, device, sampling)
+
+    return install_method(model, f"uniform(budget={budget}: the dense model on fewer frames)", build)

@@ -54,7 +54,12 @@ FORMATS: tuple[OriginalFormat, ...] = (
 
 
 class ModelArgError(ValueError):
-    """A --model-arg the format does not take, or a value it cannot use."""
+    """Model arguments (--model-arg KEY=VALUE) the checkpoint does not take, or a value it cannot use."""
+
+    def __init__(self, message: str, unknown: list[str] | None = None, known: list[str] | None = None):
+        super().__init__(message)
+        self.unknown = list(unknown or [])  # the keys it does not take
+        self.known = list(known or [])  # the keys it takes
 
 
 def find_format(config: Mapping[str, Any]) -> OriginalFormat | None:
@@ -70,7 +75,8 @@ def load_original(fmt: OriginalFormat, folder: str | Path, *, dtype: Any, attn_i
     unknown = sorted(set(model_args or {}) - set(allowed))
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
-        raise ModelArgError(f"{fmt.name} checkpoints take no model argument {', '.join(unknown)}; known: {known}")
+        raise ModelArgError(f"{fmt.name} checkpoints take no model argument {', '.join(unknown)}; known: {known}",
+                            unknown, sorted(allowed))
     return module.load(Path(folder), dtype=dtype, attn_implementation=attn_implementation,
                        model_args=dict(model_args or {}))
 

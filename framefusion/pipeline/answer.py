@@ -14,10 +14,9 @@ from torch import nn
 from transformers import BatchFeature, TextStreamer
 
 from framefusion.adapters import adapter_for
-from framefusion.api import last_stats, remove_framefusion
+from framefusion.api import reduced
 from framefusion.core.compat import output_cache
 from framefusion.core.stats import ReductionStats
-from framefusion.methods import apply_method, select_frames
 from framefusion.pipeline.loading import LoadedModel
 from framefusion.pipeline.measure import clock, time_vision_encoder, track_peak_memory
 from framefusion.video import Sampling, VideoClip
@@ -73,12 +72,22 @@ class AskResult:
     first_token_logits: torch.Tensor | None = field(default=None, repr=False)  # [vocab] float32 on CPU
     generated_tokens: int = 0
     clips: list[VideoClip] = field(default_factory=list, repr=False)  # what the model saw (after the method's pick)
-    answer_ids: list[int] = field(default_factory=list)  # the generated token ids (stop strings included)
+    answer_ids: list[int] = field(default_factory=list)  # the generated token ids (to compare runs token for token)
 
     @property
     def importance_queries(self) -> int | None:
         """Query rows the method's prune step averaged attention over (None when nothing was ranked by attention)."""
         return self.stats.importance_queries if self.stats is not None else None
+
+    @property
+    def similarity_threshold(self) -> float | None:
+        """FrameFusion's S_threshold that ran (None for the other methods)."""
+        return self.stats.similarity_threshold if self.stats is not None else None
+
+    @property
+    def threshold_source(self) -> str | None:
+        """Where FrameFusion's threshold came from: given, calibrated (on how many videos), or the family default."""
+        return self.stats.threshold_source if self.stats is not None else None
 
     @property
     def prefill_ratio(self) -> float:
@@ -102,12 +111,21 @@ class AskResult:
             "kept_ratio": self.kept_ratio,
             "prefill_ratio": self.prefill_ratio,
             "importance_queries": self.importance_queries,
-            "params": dict(self.params),
+            "similarity_threshold": self.similarity_threshold,
+            "threshold_source": self.threshold_source,
+            "params": self.params_as_run(),
             "tokens_per_layer": list(self.tokens_per_layer),
-            "answer_ids": list(self.answer_ids),
             "timings": self.timings.to_dict(),
             "peak_memory_bytes": self.peak_memory_bytes,
+            "answer_ids": list(self.answer_ids),
         }
+
+    def params_as_run(self) -> dict[str, Any]:
+        """The method parameters given, with FrameFusion's threshold as it ran (given, calibrated or default)."""
+        params = dict(self.params)
+        if self.similarity_threshold is not None:
+            params["similarity_lower_bound"] = self.similarity_threshold
+        return params
 
 
 @dataclass
@@ -243,17 +261,14 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
     with track_peak_memory(loaded.device) as peak:
         start = clock(loaded.device)
         clips, video_s = load_videos(videos, sampling, on_video_progress)
-        try:
-            apply_method(model, method, budget, **params)  # the registry passes each method what it takes
-            clips = [select_frames(method, clip, budget) for clip in clips]  # after apply: knows the model
+        with reduced(model, method, budget, **params) as run:  # each method takes the parameters it knows
+            clips = [run.select_frames(clip) for clip in clips]
             processed = clock(loaded.device)
             inputs = model_inputs(loaded, clips, question, images)
             processor_s = clock(loaded.device) - processed
             generation = greedy_generate(loaded, inputs, max_new_tokens, on_text=on_text, temperature=temperature,
                                          top_p=top_p, stop=stop)
-            stats = last_stats(model)
-        finally:
-            remove_framefusion(model)
+            stats = run.stats
         total = clock(loaded.device) - start
     if stats is not None:
         vision_tokens, tokens_per_layer = stats.num_vision_tokens, stats.tokens_per_layer()

@@ -104,7 +104,7 @@ def score_methods(loaded: LoadedModel, items: Sequence[DatasetItem], methods: Se
     for method in dict.fromkeys(methods):
         get_method(method)
         report = (lambda result, name=method: on_item(name, result)) if on_item is not None else None
-        scores.append(evaluate_dataset(loaded.model, loaded.processor, items, method=method, budget=budget,
+        scores.append(evaluate_dataset(loaded, items, method=method, budget=budget,
                                        num_frames=num_frames, max_new_tokens=max_new_tokens, decoder=decoder,
                                        params=params, on_item=report))
     return scores

@@ -10,13 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from framefusion.api import last_stats, remove_framefusion
-from framefusion.methods import apply_method, select_frames
+from framefusion.api import reduced
+from framefusion.pipeline.answer import greedy_generate, model_inputs
+from framefusion.pipeline.loading import LoadedModel
 from framefusion.video import load_video
-from framefusion.video.prompting import prepare_inputs
 
 
 @dataclass
@@ -40,6 +37,8 @@ class ItemResult:
     kept_ratio: float  # achieved budget on this prompt (1.0 when nothing was reduced)
     importance_queries: int | None = None  # query rows the prune importance averaged over (None: not by attention)
     prefill_ratio: float = 1.0  # vision tokens the prefill ran per layer, over N_v (see ReductionStats.prefill_ratio)
+    similarity_threshold: float | None = None  # FrameFusion's S_threshold that ran (None: other methods)
+    threshold_source: str | None = None  # where it came from (given, calibrated, family default)
 
 
 @dataclass
@@ -55,6 +54,8 @@ class MethodScore:
     per_task: dict[str, float] = field(default_factory=dict)  # task -> accuracy
     importance_queries: int | None = None  # query rows the prune importance averaged over (None: not by attention)
     prefill_ratio: float = 1.0  # mean over the items of the vision tokens the prefill ran per layer, over N_v
+    similarity_threshold: float | None = None  # FrameFusion's S_threshold that ran (None: other methods)
+    threshold_source: str | None = None  # where it came from (given, calibrated, family default)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -131,18 +132,14 @@ def score_answer(prediction: str, answer: str, options: Sequence[str]) -> bool:
 # ---------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
-def answer_question(model: nn.Module, processor: Any, clip, question: str, max_new_tokens: int = 8) -> str:
-    """Greedy answer of the model to one question about one sampled clip."""
-    inputs = prepare_inputs(processor, [clip], question).to(model.device)
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new_tokens = output[0, inputs["input_ids"].shape[1]:]
-    return processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+def answer_question(loaded: LoadedModel, clip, question: str, max_new_tokens: int = 8) -> str:
+    """Greedy answer of the model, as it is (dense or with a method installed), to one question about one clip."""
+    generation = greedy_generate(loaded, model_inputs(loaded, [clip], question), max_new_tokens)
+    return loaded.tokenizer.decode(generation.new_tokens, skip_special_tokens=True).strip()
 
 
 def evaluate_dataset(
-    model: nn.Module,
-    processor: Any,
+    loaded: LoadedModel,
     items: Sequence[DatasetItem],
     *,
     method: str,
@@ -157,28 +154,26 @@ def evaluate_dataset(
 
     params: method parameters by name (each method takes the ones it knows; default: every method's defaults).
 
-    kept_ratio is each prompt's achieved budget from `last_stats` (methods that sample fewer frames report it
-    against the full clip), 1.0 where the method leaves no statistics.
+    kept_ratio is each prompt's achieved budget from the run's statistics (methods that sample fewer frames report
+    it against the full clip), 1.0 where the method leaves no statistics.
     """
     results = []
-    try:
-        apply_method(model, method, budget, **(params or {}))
+    with reduced(loaded.model, method, budget, **(params or {})) as run:
         for item in items:
-            clip = load_video(item.video, num_frames=num_frames, decoder=decoder)
-            chosen = select_frames(method, clip, budget, model=model)
-            before = last_stats(model)
-            prediction = answer_question(model, processor, chosen, item.question, max_new_tokens)
-            stats = last_stats(model)
+            clip = run.select_frames(load_video(item.video, num_frames=num_frames, decoder=decoder))
+            before = run.stats
+            prediction = answer_question(loaded, clip, item.question, max_new_tokens)
+            stats = run.stats
             own = stats if stats is not None and stats is not before else None  # the method's own count
             result = ItemResult(item, prediction, score_answer(prediction, item.answer, item.options),
                                 own.kept_ratio if own is not None else 1.0,
                                 own.importance_queries if own is not None else None,
-                                own.prefill_ratio if own is not None else 1.0)
+                                own.prefill_ratio if own is not None else 1.0,
+                                own.similarity_threshold if own is not None else None,
+                                own.threshold_source if own is not None else None)
             results.append(result)
             if on_item is not None:
                 on_item(result)
-    finally:
-        remove_framefusion(model)
     return summarize(method, budget, results)
 
 
@@ -200,4 +195,7 @@ def summarize(method: str, budget: float, results: Sequence[ItemResult]) -> Meth
         per_task={task: sum(marks) / len(marks) for task, marks in sorted(by_task.items())},
         importance_queries=next((r.importance_queries for r in results if r.importance_queries is not None), None),
         prefill_ratio=sum(r.prefill_ratio for r in results) / total if total else 1.0,
+        similarity_threshold=next((r.similarity_threshold for r in results if r.similarity_threshold is not None),
+                                  None),
+        threshold_source=next((r.threshold_source for r in results if r.threshold_source is not None), None),
     )

@@ -42,6 +42,12 @@ class LoadedModel:
     random_weights: bool = False  # built from its config with random weights (real shape, for timing)
     width_scale: float = 1.0  # widths relative to the config's (random-weight models only)
 
+    @classmethod
+    def of(cls, model: nn.Module, processor: Any, name: str = "model") -> "LoadedModel":
+        """Wrap a model already in memory (its device and dtype read from its parameters)."""
+        parameter = next(model.parameters())
+        return cls(model, processor, name, parameter.device, parameter.dtype)
+
     @property
     def tokenizer(self) -> Any:
         """The processor's tokenizer (the processor itself if it is one)."""
@@ -156,8 +162,9 @@ def load_model(name_or_path: str = DEMO, *, device: str = "auto", dtype: str = "
                                           model_args)
         return LoadedModel(model.to(torch_device).eval(), processor, name_or_path, torch_device, torch_dtype)
     if model_args:
-        raise ModelLoadError(f"--model-arg applies to checkpoints in an original format (LLaVA-NeXT, InternVL2.5, "
-                             f"MiniCPM-V 2.6, NVILA); {name_or_path} is a transformers checkpoint")
+        raise ModelArgError(f"model arguments ({', '.join(sorted(model_args))}; --model-arg, lmms-eval model_args) "
+                            "apply to checkpoints in an original format (LLaVA-NeXT, InternVL2.5, MiniCPM-V 2.6, "
+                            f"NVILA); {name_or_path} is a transformers checkpoint", sorted(model_args))
     _check_supported(config.get("model_type"), name_or_path)
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -267,8 +274,8 @@ def _load_original(original: OriginalFormat, source: str, local: bool, folder: P
             folder = Path(snapshot_download(source))
     try:
         return load_original(original, folder, dtype=dtype, attn_implementation=attn, model_args=model_args)
-    except ModelArgError as error:
-        raise ModelLoadError(str(error)) from None
+    except ModelArgError:
+        raise
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(f"cannot load {name!r} ({original.name} format): {_first_line(error)}") from error
 

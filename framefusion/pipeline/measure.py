@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from framefusion.adapters import adapter_for
+from framefusion.core.patches import patch_scope
 
 ENCODER_METHODS = ("get_video_features", "get_image_features")  # where every supported family encodes pixels
 
@@ -61,30 +62,15 @@ class EncoderTimer:
 
 @contextmanager
 def time_vision_encoder(model: nn.Module, device: torch.device | str) -> Iterator[EncoderTimer]:
-    """Time the model's get_video_features / get_image_features while the block runs; undone on exit."""
+    """Time the model's get_video_features / get_image_features while the block runs (wrappers on the model's
+    patch stack, undone on exit)."""
     timer = EncoderTimer(device)
     module = adapter_for(model).multimodal_module(model)
-    undo: list[Callable[[], None]] = []
-    for name in ENCODER_METHODS:
-        original = getattr(module, name, None)
-        if original is None:
-            continue
-        had_own, previous = name in module.__dict__, module.__dict__.get(name)
-        setattr(module, name, timer.wrap(original))
-        undo.append(functools.partial(_restore, module, name, had_own, previous))
-    try:
+    with patch_scope(model) as patches:
+        for name in ENCODER_METHODS:
+            if getattr(module, name, None) is not None:
+                patches.wrap_method(module, name, timer.wrap, f"timer: {name}")
         yield timer
-    finally:
-        for restore in reversed(undo):
-            restore()
-
-
-def _restore(module: nn.Module, name: str, had_own: bool, previous: Any) -> None:
-    """Put back an instance attribute we replaced (or drop ours to reveal the class method)."""
-    if had_own:
-        setattr(module, name, previous)
-    else:
-        delattr(module, name)
 
 
 @dataclass

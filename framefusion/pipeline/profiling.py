@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from framefusion.adapters import adapter_for
-from framefusion.api import last_stats, remove_framefusion
-from framefusion.methods import apply_method, select_frames
+from framefusion.api import reduced
 from framefusion.pipeline.answer import (
     DENSE,
     VideoInput,
@@ -50,6 +49,8 @@ class ProfileRun:
     ideal_speedup: float  # dense / reduced prefill FLOPs by the paper's cost model (1.0 for dense)
     total_s: float  # video + processor + vision + prefill + decode of new_tokens tokens: one request
     new_tokens: int
+    similarity_threshold: float | None = None  # FrameFusion's S_threshold that ran (None: other methods)
+    threshold_source: str | None = None  # where it came from (given, calibrated, family default)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -141,15 +142,14 @@ def _profile_one(loaded: LoadedModel, clip: VideoClip, video_s: float, method: s
     statistics), further warm-ups, timed repeats."""
     model = loaded.model
     step = on_step or (lambda _label: None)
-    try:
-        apply_method(model, method, budget, **params)
-        chosen = select_frames(method, clip, budget)
+    with reduced(model, method, budget, **params) as run:
+        chosen = run.select_frames(clip)
         inputs = model_inputs(loaded, [chosen], question)
         step(f"{label}: prefill")
         first = greedy_generate(loaded, inputs, 1, keep_cache=True)  # one token: the cache holds the prompt only
         kv_bytes = cache_bytes(first.cache)
         del first
-        stats = last_stats(model)
+        stats = run.stats
         samples = []
         extra_warmups = max(warmup - 1, 0)
         for index in range(extra_warmups + repeats):
@@ -163,8 +163,6 @@ def _profile_one(loaded: LoadedModel, clip: VideoClip, video_s: float, method: s
             if index >= extra_warmups:
                 samples.append(_Sample(processor_s, generation.vision_s, generation.prefill_s, generation.decode_s,
                                        peak.bytes))
-    finally:
-        remove_framefusion(model)
     text = adapter_for(model).text_model(model).config
     median = {part: statistics.median(getattr(s, part) for s in samples)
               for part in ("processor_s", "vision_s", "prefill_s", "decode_s")}
@@ -177,6 +175,8 @@ def _profile_one(loaded: LoadedModel, clip: VideoClip, video_s: float, method: s
         kept_ratio=stats.kept_ratio if stats is not None else 1.0,
         prefill_ratio=stats.prefill_ratio if stats is not None else 1.0,
         importance_queries=stats.importance_queries if stats is not None else None,
+        similarity_threshold=stats.similarity_threshold if stats is not None else None,
+        threshold_source=stats.threshold_source if stats is not None else None,
         video_s=video_s,
         processor_s=median["processor_s"],
         vision_s=median["vision_s"],

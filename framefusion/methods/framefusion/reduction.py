@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from framefusion.core.budget import prune_ratio
-from framefusion.core.config import FrameFusionConfig
+from framefusion.core.contract import QueryKeys, Reducer
 from framefusion.core.layout import TokenLayout
 from framefusion.core.merge import chain_order, choose_merges, group_heads, merge_groups, predecessor_similarity
 from framefusion.core.prune import attention_importance, keep_most_important, keep_one_per_video
 from framefusion.core.stack import DecoderStack
 from framefusion.core.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
+from framefusion.methods.framefusion.config import FrameFusionConfig
 
 
-@dataclass
-class QueryKeys:
-    """The last query rows of the prompt and all keys a layer's attention used (both after rotary embedding)."""
-
-    queries: torch.Tensor  # [q, H, d], the last q alive positions
-    keys: torch.Tensor  # [H_kv, n_alive, d]
-    scaling: float
-
-
-class PrefillReduction:
+class PrefillReduction(Reducer):
     """FrameFusion's state machine over the reduction points of one prefill (batch size 1).
 
     Point 0 is before layer 0's attention, point l + 1 after layer l's attention. At each point at most one
@@ -33,11 +23,13 @@ class PrefillReduction:
     for the layers in between (budget.prune_ratio's `point`).
     """
 
-    def __init__(self, layout: TokenLayout, config: FrameFusionConfig, stack: DecoderStack, device: torch.device):
+    def __init__(self, layout: TokenLayout, config: FrameFusionConfig, stack: DecoderStack, device: torch.device,
+                 threshold_source: str | None = None):
         if config.importance_queries is None:
             raise ValueError("PrefillReduction needs a resolved importance_queries (FrameFusionConfig.with_family_default)")
         self.layout = layout
         self.config = config
+        self.threshold_source = threshold_source  # where config.similarity_lower_bound comes from (for the records)
         self.query_rows = config.importance_queries  # last prompt rows the prune step's importance averages over
         self.stack = stack
         self.num_layers = stack.num_layers
@@ -174,5 +166,7 @@ class PrefillReduction:
             merged_into=self.merged_into.cpu(),
             steps=list(self.steps),
             importance_queries=self.query_rows,
+            similarity_threshold=self.config.similarity_lower_bound,
+            threshold_source=self.threshold_source,
         )
 

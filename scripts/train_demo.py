@@ -1,6 +1,6 @@
 """Train the demo model from scratch on synthetic video QA, with a fixed seed, on a CPU in under an hour.
 
-    python -m framefusion.demo.train --out framefusion/demo_model [--steps 6600] [--seed 0] [--minutes 56]
+    python scripts/train_demo.py --out framefusion/demo_model [--steps 6600] [--seed 0] [--minutes 56]
 
 The defaults are the shipped model's recipe. The model is a stock Qwen2-VL with a small config
 (framefusion.tiny) and a byte-level BPE tokenizer trained here on the questions and answers. Training clips
@@ -34,8 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from framefusion import reduced
 from framefusion.demo import DEMO_IMAGE_SIZE, DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES
-from framefusion.synthetic import ANSWERS, COLORS, QUESTIONS, SHAPES, TASKS, SyntheticSample, iter_dataset
+from framefusion.synthetic import (
+    ANSWERS,
+    COLORS,
+    QUESTIONS,
+    SHAPES,
+    TASKS,
+    SyntheticSample,
+    iter_dataset,
+)
 from framefusion.tiny import build_tiny_model, build_tokenizer
 from framefusion.video import VideoClip, sample_indices
 from framefusion.video.prompting import prepare_inputs
@@ -346,7 +355,8 @@ def train(model: nn.Module, processor: Any, config: TrainConfig, log=print) -> d
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _train_loop(model, processor, config, log)
+        with reduced(model, "dense"):  # the published model's M-RoPE positions, as it is evaluated and used
+            return _train_loop(model, processor, config, log)
     finally:
         torch.set_num_threads(threads_before)
         model.eval()
@@ -395,6 +405,7 @@ def _train_loop(model: nn.Module, processor: Any, config: TrainConfig, log) -> d
 def evaluate_heldout(model: nn.Module, processor: Any, config: TrainConfig, methods=(("dense", 1.0),)) -> dict:
     """Score the model on held-out mp4 clips (split "test") for each (method, budget)."""
     from framefusion.pipeline.evaluation import evaluate_dataset, load_dataset
+    from framefusion.pipeline.loading import LoadedModel
     from framefusion.synthetic import write_dataset
 
     results = {}
@@ -403,7 +414,7 @@ def evaluate_heldout(model: nn.Module, processor: Any, config: TrainConfig, meth
                               num_frames=SOURCE_FRAMES, size=SOURCE_SIZE, fps=SOURCE_FPS)
         items = load_dataset(jsonl)
         for method, budget in methods:
-            score = evaluate_dataset(model, processor, items, method=method, budget=budget,
+            score = evaluate_dataset(LoadedModel.of(model, processor), items, method=method, budget=budget,
                                      num_frames=DEMO_NUM_FRAMES, max_new_tokens=DEMO_MAX_NEW_TOKENS)
             results[f"{method}@{budget:g}"] = score.to_dict()
     return results
@@ -441,7 +452,7 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command line: train, evaluate, save, print the metrics and the wall time."""
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m framefusion.demo.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python scripts/train_demo.py", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to save the model in (flat)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--steps", type=int, default=defaults.steps)
@@ -466,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except ValueError as error:
         parser.error(str(error))
     size = ModelSize(**args.size)
-    command = "python -m framefusion.demo.train " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    command = "python scripts/train_demo.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     print(command)
     print(f"config: {config}\nmodel: {size}\nload average at start: {_load_average()}")
     wall_start = time.perf_counter()
