@@ -26,9 +26,11 @@ VIDEO_INPUTS = "_framefusion_video_inputs"  # attribute carrying video metadata 
 class ReductionEngine:
     """Runs a reducer inside a model; its patches go on the model's PatchStack, which also removes them."""
 
-    def __init__(self, model: nn.Module, adapter: FamilyAdapter, make_reducer: ReducerFactory, description: str):
+    def __init__(self, model: nn.Module, adapter: FamilyAdapter, make_reducer: ReducerFactory, description: str,
+                 method: str = "custom"):
         self.model = model
         self.adapter = adapter
+        self.method = method  # the registry name of the installed method (an adapter may read its layout for it)
         self.make_reducer = make_reducer
         self.description = description
         self.layers = adapter.decoder_layers(model)

@@ -23,12 +23,14 @@ ENGINE_ATTRIBUTE = "_framefusion_engine"
 ReducerBuilder = Callable[[PatchStack], ReducerFactory]
 
 
-def install_method(model: nn.Module, description: str, build: ReducerBuilder | None) -> nn.Module:
+def install_method(model: nn.Module, description: str, build: ReducerBuilder | None,
+                   method: str = "custom") -> nn.Module:
     """Install a reducer on the model in place, replacing whatever framefusion installed before; returns it.
 
     Every method, dense (build=None: no reducer) included, runs on the published model's positions
     (adapter.install_positions). `build` runs on the emptied patch stack and returns the reducer factory; anything
-    it patches is removed with the method. If installing fails, the model is left stock.
+    it patches is removed with the method. `method` names it for the adapters (e.g. MiniCPM-V 2.6 reads frames as
+    the authors' unit under "framefusion"). If installing fails, the model is left stock.
     """
     adapter = adapter_for(model)
     remove_reduction(model)
@@ -36,7 +38,7 @@ def install_method(model: nn.Module, description: str, build: ReducerBuilder | N
     try:
         adapter.install_positions(model, patches)
         if build is not None:
-            engine = ReductionEngine(model, adapter, build(patches), description)
+            engine = ReductionEngine(model, adapter, build(patches), description, method)
             engine.install(patches)
             model.__dict__[ENGINE_ATTRIBUTE] = engine
     except BaseException:
@@ -55,9 +57,10 @@ def install_dense(model: nn.Module) -> nn.Module:
     return install_method(model, "dense", None)
 
 
-def install_reducer(model: nn.Module, make_reducer: ReducerFactory, description: str) -> nn.Module:
+def install_reducer(model: nn.Module, make_reducer: ReducerFactory, description: str,
+                    method: str = "custom") -> nn.Module:
     """Install a reducer factory that patches nothing else (see install_method)."""
-    return install_method(model, description, lambda _patches: make_reducer)
+    return install_method(model, description, lambda _patches: make_reducer, method)
 
 
 def remove_reduction(model: nn.Module) -> nn.Module:

@@ -8,10 +8,11 @@ facts of its config.json that identify it. A format module provides:
   checkpoint's weights read under their original names, and a processor with the interface
   framefusion.video.prompting uses (``apply_chat_template``, ``__call__(text=, videos=, ...)``, ``.tokenizer``);
 - ``MODEL_ARGS``: the config keys ``--model-arg KEY=VALUE`` may override, with a one-line description each;
-- for random-weight models of the format's real shapes (framefusion.pipeline.random_weights):
-  ``random_config(raw_config, tokenizer) -> config`` (the native config, its placeholder ids from `tokenizer`),
-  ``random_model(config, tokenizer, *, dtype, attn_implementation, seed) -> (model, processor)`` and
-  ``empty_model(config) -> model`` (built under ``torch.device("meta")`` to count parameters).
+- for random-weight models of the format's real shapes (framefusion.pipeline.random_weights; `folder` holds the
+  shipped or cached config.json and processor settings): ``random_config(folder, tokenizer) -> config`` (the
+  native config, its placeholder ids from `tokenizer`), ``random_model(folder, config, tokenizer, *, dtype,
+  attn_implementation, seed) -> (model, processor)`` and ``empty_model(config) -> model`` (built under
+  ``torch.device("meta")`` to count parameters).
 
 Nothing here imports a format module until a checkpoint of that format is loaded.
 """
@@ -36,11 +37,13 @@ class OriginalFormat:
     model_types: tuple[str, ...] = ()  # or config.json "model_type" values that do
     native_model_types: tuple[str, ...] = ()  # model_type of the native model's config (what the adapter reads)
     tiny_tokenizer: str = "qwen2_vl"  # the framefusion.tiny tokenizer family random-weight models get
+    facts: tuple[tuple[str, Any], ...] = ()  # and (key, value) pairs config.json must also hold, e.g. a version
 
     def matches(self, config: Mapping[str, Any]) -> bool:
         """Whether a checkpoint's top-level config.json is in this format."""
         names = set(config.get("architectures") or ())
-        return bool(names & set(self.architectures)) or config.get("model_type") in self.model_types
+        named = bool(names & set(self.architectures)) or config.get("model_type") in self.model_types
+        return named and all(key in config and config[key] == value for key, value in self.facts)
 
     def implementation(self) -> ModuleType:
         """The format's module (imported on first use)."""
@@ -53,6 +56,10 @@ FORMATS: tuple[OriginalFormat, ...] = (
                    native_model_types=("llava_qwen",)),
     OriginalFormat("InternVL2.5", "internvl_chat", architectures=("InternVLChatModel",), model_types=("internvl_chat",),
                    native_model_types=("internvl_chat",), tiny_tokenizer="internvl_chat"),
+    # MiniCPM-V 2.6 only: 2.0 / 2.5 / 4.0 / 4.5 also say "MiniCPMV" (other LLMs and vision towers), and the
+    # transformers-native 4.6 / 4.7 say "MiniCPMV4_6ForConditionalGeneration" / model_type "minicpmv4_6"
+    OriginalFormat("MiniCPM-V 2.6", "minicpmv", architectures=("MiniCPMV",), facts=(("version", 2.6),),
+                   native_model_types=("minicpmv2_6",), tiny_tokenizer="minicpmv2_6"),
 )
 
 

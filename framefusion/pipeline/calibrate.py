@@ -120,7 +120,8 @@ def first_layer_similarities(loaded: LoadedModel, clip: VideoClip) -> torch.Tens
     input of the first decoder layer (CalibrationError when the prompt holds no video tokens)."""
     model = loaded.model
     inputs = model_inputs(loaded, [clip], PROMPT)
-    install_method(model, "calibration probe", lambda _patches: _FirstLayerProbe)
+    # FrameFusion's own token layout (what its merge step thresholds; MiniCPM-V 2.6 reads frames differently for it)
+    install_method(model, "calibration probe", lambda _patches: _FirstLayerProbe, "framefusion")
     try:
         with torch.inference_mode():
             model(**inputs)

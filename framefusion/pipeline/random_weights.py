@@ -37,6 +37,7 @@ REFERENCES = {  # short name: (hub id the config comes from, framefusion.tiny to
     "qwen3.5-9b": ("Qwen/Qwen3.5-9B", "qwen3_5"),
     "minicpm-v-4.6": ("openbmb/MiniCPM-V-4.6", "minicpmv4_6"),
     "internvl2.5-8b": ("OpenGVLab/InternVL2_5-8B", "internvl_chat"),  # the original remote-code format
+    "minicpm-v-2.6": ("openbmb/MiniCPM-V-2_6", "minicpmv2_6"),  # the original remote-code format
 }
 TOKENIZER_FAMILY = {  # model_type -> tiny tokenizer family (for configs from a directory or the hub cache)
     "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "llava_onevision": "llava_onevision",
@@ -166,7 +167,7 @@ def tiny_tokenizer(family: str) -> Any:
     if family in ORIGINAL_TOKENIZERS:
         module_name, _, function = ORIGINAL_TOKENIZERS[family].partition(":")
         return getattr(importlib.import_module(module_name), function)()
-    from framefusion.tiny import build_tokenizer
+    from framefusion.tiny.tokenizer import build_tokenizer
 
     return build_tokenizer(family=family)
 
@@ -183,7 +184,8 @@ def reference_config(folder: Path, tokenizer: Any = None) -> Any:
     module = original.implementation()
     if not hasattr(module, "random_config"):
         raise RandomModelError(f"random weights are not available for {original.name} checkpoints")
-    return module.random_config(raw, tokenizer if tokenizer is not None else tiny_tokenizer(original.tiny_tokenizer))
+    return module.random_config(Path(folder),
+                                tokenizer if tokenizer is not None else tiny_tokenizer(original.tiny_tokenizer))
 
 
 def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, attn: str,
@@ -200,7 +202,7 @@ def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, a
     config = scaled_config(config, scale)
     original = find_format(json.loads((folder / "config.json").read_text()))
     if original is not None:  # an original format: its module builds the native model and processor
-        model, processor = original.implementation().random_model(config, tokenizer, dtype=dtype,
+        model, processor = original.implementation().random_model(folder, config, tokenizer, dtype=dtype,
                                                                    attn_implementation=attn, seed=seed)
         return model.to(device).eval(), processor, scale
     for key, value in special_token_ids(family, tokenizer).items():

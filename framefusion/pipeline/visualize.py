@@ -60,8 +60,8 @@ def frame_token_maps(stats: ReductionStats, video: int, num_frames: int, height:
     vid, frame, row, col = stats.token_grid.cpu().numpy().T
     ids = np.flatnonzero(vid == video)
     lut = np.full((grid.frames, grid.rows, grid.cols), -1, dtype=np.int64)  # [F, R, C]
-    lut[frame[ids], row[ids], col[ids]] = ids
-    if (lut < 0).any():
+    lut[frame[ids], row[ids], col[ids]] = ids  # -1: a cell with no token (a short last frame), drawn unchanged
+    if (lut < 0).reshape(grid.frames, -1).all(axis=1).any():
         raise ValueError(f"video {video}: the statistics do not cover its whole token grid")
     row_of_y = np.repeat(np.arange(grid.rows), np.diff(token_bounds(height, grid.rows)))  # [H]
     col_of_x = np.repeat(np.arange(grid.cols), np.diff(token_bounds(width, grid.cols)))  # [W]
@@ -101,7 +101,9 @@ def compose_frames(clip: VideoClip, stats: ReductionStats, point: int | None = N
         sums, areas = np.zeros((n_v, 3)), np.zeros(n_v)  # per token: RGB sums and pixel counts
         for t in range(count):
             ids = maps[t].ravel()
-            sums += np.stack([np.bincount(ids, frames[t, ..., c].ravel(), n_v) for c in range(3)], axis=1)
+            covered = ids >= 0
+            ids = ids[covered]
+            sums += np.stack([np.bincount(ids, frames[t, ..., c].ravel()[covered], n_v) for c in range(3)], axis=1)
             areas += np.bincount(ids, minlength=n_v)
         held = owner >= 0
         group_sums = np.stack([np.bincount(owner[held], sums[held, c], n_v) for c in range(3)], axis=1)
@@ -115,6 +117,9 @@ def compose_frames(clip: VideoClip, stats: ReductionStats, point: int | None = N
         fill, lost = state == MERGED, state == PRUNED
         colour = np.broadcast_to(np.asarray(BLANK_RGB, np.uint8), (n_v, 3))
 
+    # one more entry, "no token", which the maps' -1 cells index: their pixels stay as they are
+    fill, lost = np.append(fill, False), np.append(lost, False)
+    colour = np.concatenate([colour, np.zeros((1, 3), np.uint8)])
     out = frames.copy()
     for t in range(count):
         ids = maps[t]  # [H, W]

@@ -80,6 +80,14 @@ _LLAVA_NEXT_VIDEO_TEMPLATE = (
     + _LLAVA_BLOCKS
     + "{{ ' ' }}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
+# MiniCPM-V 2.6 (remote-code format) publishes Qwen2's ChatML template, with string contents only: its processor
+# writes each image as "(<image>./</image>)" and joins a message's items with newlines before rendering.
+_MINICPMV2_6_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 _INTERNVL_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
@@ -155,7 +163,15 @@ _TOKENIZER_STYLES = {
     ),
 }
 
-_TOKENIZER_STYLES["minicpmv4_7"] = _TOKENIZER_STYLES["minicpmv4_6"]  # 4.7 reads the same unit markers
+_TOKENIZER_STYLES["minicpmv4_7"] = _TOKENIZER_STYLES["minicpmv4_6"]
+_TOKENIZER_STYLES["minicpmv2_6"] = _TokenizerStyle(  # the markers of MiniCPM-V 2.6's tokenizer ("<unk>": placeholder)
+    ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>", "<image>", "</image>", "<slice>", "</slice>",
+     "<image_id>", "</image_id>", "<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<point>", "</point>"),
+    "<|im_end|>",
+    "<|endoftext|>",
+    _MINICPMV2_6_TEMPLATE,
+)
+  # 4.7 reads the same unit markers
 
 def build_tokenizer(
     corpus: list[str] | None = None, vocab_size: int = 512, family: str = "qwen2_vl"

@@ -32,4 +32,4 @@ def apply_framefusion(model: nn.Module, cost: float = 0.3, similarity_lower_boun
 
     description = f"FrameFusion(cost={cost}, similarity_lower_bound={threshold.value} ({threshold.describe()}), " \
                   f"ratio_lower_bound={ratio_lower_bound}, importance_queries={config.importance_queries})"
-    return install_reducer(model, make_reducer, description)
+    return install_reducer(model, make_reducer, description, "framefusion")

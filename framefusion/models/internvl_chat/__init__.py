@@ -61,9 +61,10 @@ def config_from_folder(folder: Path, image_token_id: int = 0) -> InternVLChatCon
     return build_config(json.loads((Path(folder) / "config.json").read_text()), image_token_id)
 
 
-def random_config(raw: dict[str, Any], tokenizer: Any) -> InternVLChatConfig:
-    """The native config of an original config.json for a random-weight model with `tokenizer`."""
-    return build_config(raw, tokenizer.convert_tokens_to_ids(IMG_CONTEXT))
+def random_config(folder: Path, tokenizer: Any) -> InternVLChatConfig:
+    """The native config of a folder's original config.json for a random-weight model with `tokenizer`."""
+    return build_config(json.loads((Path(folder) / "config.json").read_text()),
+                        tokenizer.convert_tokens_to_ids(IMG_CONTEXT))
 
 
 def empty_model(config: InternVLChatConfig) -> InternVLChatForConditionalGeneration:
@@ -71,7 +72,7 @@ def empty_model(config: InternVLChatConfig) -> InternVLChatForConditionalGenerat
     return build_model(config, device="meta")
 
 
-def random_model(config: InternVLChatConfig, tokenizer: Any, *, dtype: torch.dtype = torch.float32,
+def random_model(folder: Path | None, config: InternVLChatConfig, tokenizer: Any, *, dtype: torch.dtype = torch.float32,
                  attn_implementation: str = "sdpa", seed: int = 0
                  ) -> tuple[InternVLChatForConditionalGeneration, InternVLChatProcessor]:
     """(model with random weights, processor) of a config, with `tokenizer`'s placeholder and stop ids."""

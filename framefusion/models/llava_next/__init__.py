@@ -39,12 +39,12 @@ def load(folder: Path, *, dtype: torch.dtype = torch.float32, attn_implementatio
     return model, make_processor(tokenizer, config)
 
 
-def random_config(original: dict[str, Any], tokenizer: Any) -> LlavaQwenVideoConfig:
-    """The native config of an original config.json for a random-weight model with `tokenizer`."""
-    return native_config(original, tokenizer_size=len(tokenizer))
+def random_config(folder: Path, tokenizer: Any) -> LlavaQwenVideoConfig:
+    """The native config of a folder's original config.json for a random-weight model with `tokenizer`."""
+    return native_config(json.loads((Path(folder) / "config.json").read_text()), tokenizer_size=len(tokenizer))
 
 
-def random_model(config: LlavaQwenVideoConfig, tokenizer: Any, *, dtype: torch.dtype = torch.float32,
+def random_model(folder: Path, config: LlavaQwenVideoConfig, tokenizer: Any, *, dtype: torch.dtype = torch.float32,
                  attn_implementation: str = "sdpa", seed: int = 0) -> tuple[LlavaQwenForVideo, LlavaQwenProcessor]:
     """(model with random weights, processor) of a native config, with `tokenizer`'s end and pad ids."""
     torch.manual_seed(seed)
