@@ -9,6 +9,7 @@ from framefusion.adapters.internvl import InternVLAdapter
 from framefusion.adapters.llava_next_video import LlavaNextVideoAdapter
 from framefusion.adapters.llava_onevision import LlavaOneVisionAdapter
 from framefusion.adapters.minicpm import MiniCPMV4_6Adapter, MiniCPMV4_7Adapter
+from framefusion.adapters.nvila import NVILAAdapter
 from framefusion.adapters.qwen2_5_vl import Qwen2_5_VLAdapter
 from framefusion.adapters.qwen2_vl import Qwen2VLAdapter
 from framefusion.adapters.qwen3_5 import Qwen3_5Adapter
@@ -25,6 +26,7 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
     Qwen3_5Adapter(),
     MiniCPMV4_6Adapter(),
     MiniCPMV4_7Adapter(),
+    NVILAAdapter(),
 )
 
 

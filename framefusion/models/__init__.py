@@ -41,7 +41,9 @@ class OriginalFormat:
         return importlib.import_module(f"framefusion.models.{self.module}")
 
 
-FORMATS: tuple[OriginalFormat, ...] = ()
+FORMATS: tuple[OriginalFormat, ...] = (
+    OriginalFormat("NVILA", "nvila", architectures=("LlavaLlamaModel",), model_types=("llava_llama",)),
+)
 
 
 class ModelArgError(ValueError):

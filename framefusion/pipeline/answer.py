@@ -72,6 +72,7 @@ class AskResult:
     stats: ReductionStats | None = field(default=None, repr=False)
     first_token_logits: torch.Tensor | None = field(default=None, repr=False)  # [vocab] float32 on CPU
     generated_tokens: int = 0
+    answer_ids: list[int] = field(default_factory=list)  # the generated token ids (EOS included when generated)
     clips: list[VideoClip] = field(default_factory=list, repr=False)  # what the model saw (after the method's pick)
 
     @property
@@ -103,6 +104,7 @@ class AskResult:
             "importance_queries": self.importance_queries,
             "params": dict(self.params),
             "tokens_per_layer": list(self.tokens_per_layer),
+            "answer_ids": list(self.answer_ids),
             "timings": self.timings.to_dict(),
             "peak_memory_bytes": self.peak_memory_bytes,
         }
@@ -279,5 +281,6 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
         stats=stats,
         first_token_logits=generation.first_token_logits,
         generated_tokens=int(generation.new_tokens.numel()),
+        answer_ids=[int(t) for t in generation.new_tokens.tolist()],
         clips=clips,
     )

@@ -1,0 +1,116 @@
+"""NVILA (framefusion.models.nvila): per video, groups of pooled frames, each written as its feature tokens and "\n".
+
+The layout follows the authors' FrameFusion on NVILA: every token of a group is a video token, the group's "\n"
+(the video encoder's end token) included, so a group of the TSP encoder (8 frames averaged, 16 x 16 tokens) has
+257 tokens and a Basic-encoder frame of a Lite model 11 x 11 + 1. Each video is read as token streams: the feature
+tokens (groups x rows x cols), and the end tokens (groups x 1 x 1; start tokens likewise when an encoder has them),
+so that a token merges only with the same token of the previous group, as the authors compare patch type 256 (the
+"\n") of consecutive groups. One group (8 frames on NVILA-8B-Video) leaves nothing to merge: FrameFusion only prunes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from framefusion.adapters.base import FamilyAdapter
+from framefusion.adapters.vision_attention import SaliencyProbe, received_attention
+from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
+
+
+class NVILAAdapter(FamilyAdapter):
+    """Video token streams from the processor's video_grids (frames per video) and the model's encoder."""
+
+    name = "NVILA"
+    model_types = ("llava_llama",)
+    importance_queries = 1  # the authors' Qwen2 (NVILA) code ranks by the last query row
+
+    def video_inputs(self, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """Frames per video ([videos, 1])."""
+        grids = arguments.get("video_grids")
+        return None if grids is None else {"video_grids": grids}
+
+    def token_layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict[str, Any] | None) -> TokenLayout | None:
+        """One stream per (video, pool size, token kind), groups as grid frames."""
+        if not video:
+            return None
+        pools = [t for t, _h, _w in module.config.video_encoder.pool_sizes]
+        streams = module.video_streams(input_ids, video["video_grids"])
+        per_video = len(streams) // (len(video["video_grids"]) * len(pools))  # kinds per pool size
+        grids = [VideoGrid(s["groups"], s["rows"], s["cols"], raw_frames_per_frame=pools[(i // per_video) % len(pools)])
+                 for i, s in enumerate(streams)]
+        return layout_from_videos(input_ids.shape[-1], [s["positions"] for s in streams], grids)
+
+    def vision_probe(self, model: nn.Module):
+        """Attention of the SigLIP layer the features come from, fused and pooled like the video tokens."""
+        return nvila_probe(self.multimodal_module(model))
+
+
+def _fuse_saliency(saliency: torch.Tensor, k: int) -> torch.Tensor:
+    """[T, n*n] patch saliency -> [T, s*s]: the mean over each k x k block's patches (padding not counted)."""
+    frames, patches = saliency.shape
+    side = math.isqrt(patches)
+    padded = -(-side // k) * k
+    grid = torch.zeros(frames, padded, padded, dtype=saliency.dtype, device=saliency.device)
+    count = torch.zeros(1, padded, padded, dtype=saliency.dtype, device=saliency.device)
+    grid[:, :side, :side] = saliency.view(frames, side, side)
+    count[:, :side, :side] = 1
+    s = padded // k
+    sums = grid.view(frames, s, k, s, k).sum(dim=(2, 4))
+    return (sums / count.view(1, s, k, s, k).sum(dim=(2, 4))).flatten(1)
+
+
+def nvila_probe(module: nn.Module) -> SaliencyProbe:
+    """NVILA's SigLIP tower: the attention each patch receives in layer `mm_vision_select_layer`, then as the video
+    tokens are made: the projector's k x k fusion (mean), the video encoder's pooling (mean); the start / end tokens
+    of a group get its mean."""
+    config = module.config
+    tower = module.vision_tower
+    layers = getattr(tower, "vision_model", tower).encoder.layers  # transformers 5.24 dropped the wrapper
+    select = config.mm_vision_select_layer
+    attention = layers[select if select < 0 else select - 1].self_attn  # hidden_states[j] is layer j-1's output
+    probe = SaliencyProbe()
+    recorded: dict[str, torch.Tensor] = {}
+
+    def keeper(name: str):
+        def keep(_module, _args, output):
+            if probe.recording:
+                recorded[name] = output
+
+        return keep
+
+    def after_attention(_module, _args, _output):
+        if not probe.recording or "q" not in recorded:
+            return
+        frames, n, _ = recorded["q"].shape
+        q, k = (recorded.pop(key).view(frames, n, attention.num_heads, -1).transpose(1, 2) for key in ("q", "k"))
+        probe.parts.append(torch.stack([received_attention(q[f], k[f], attention.scale) for f in range(frames)]))
+
+    def finish(parts: list[torch.Tensor], kwargs: dict) -> torch.Tensor:
+        saliency = torch.cat(parts)  # [sum T, n*n]
+        if config.mm_vision_select_feature == "patch":
+            saliency = saliency[:, 1:]
+        tokens = _fuse_saliency(saliency, module.mm_projector.downsample)  # [sum T, s*s]
+        grids = kwargs.get("video_grids")
+        counts = [tokens.shape[0]] if grids is None else [int(t) for t in grids[:, 0].tolist()]
+        encoder = config.video_encoder
+        extra = [len(module._token_ids(text)) for text in (encoder.start_tokens, encoder.end_tokens)]
+        pieces = []
+        for video in torch.split(tokens, counts):
+            for t, h, w in encoder.pool_sizes:
+                side = math.isqrt(video.shape[1])
+                pooled = video.view(-1, t, side // h, h, side // w, w).mean(dim=(1, 3, 5)).flatten(1)  # [G, r*c]
+                pieces.append(pooled.flatten())
+                for count in extra:  # start, then end tokens: one stream each, the group's mean
+                    if count:
+                        pieces.append(pooled.mean(dim=1, keepdim=True).expand(-1, count).flatten())
+        return torch.cat(pieces)
+
+    for name, projection in (("q", attention.q_proj), ("k", attention.k_proj)):
+        probe.undo.append(projection.register_forward_hook(keeper(name)).remove)
+    probe.undo.append(attention.register_forward_hook(after_attention).remove)
+    probe.watch_video_encoder(module, finish)
+    return probe
