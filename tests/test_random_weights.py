@@ -5,16 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_random_clip
-from transformers import AutoConfig
 
 from framefusion.pipeline import ask
 from framefusion.pipeline.loading import ModelLoadError, load_model
-from framefusion.pipeline.random_weights import CONFIGS, REFERENCES, parameter_count, scaled_config, valid_width_scales
+from framefusion.pipeline.random_weights import (
+    CONFIGS,
+    REFERENCES,
+    parameter_count,
+    read_reference_config,
+    scaled_config,
+    valid_width_scales,
+)
 
 
 @pytest.mark.parametrize("name", list(REFERENCES))
 def test_every_shipped_config_scales_keeping_depth_and_head_size(name):
-    config = AutoConfig.from_pretrained(CONFIGS / name)
+    config = read_reference_config(CONFIGS / name)
     scales = valid_width_scales(config)
     assert 1.0 in scales and scales[0] <= 0.5
     small = scaled_config(config, scales[0])

@@ -30,11 +30,13 @@ REFERENCES = {  # short name: (hub id the config comes from, framefusion.tiny to
     "qwen3.5-0.8b": ("Qwen/Qwen3.5-0.8B", "qwen3_5"),
     "qwen3.5-9b": ("Qwen/Qwen3.5-9B", "qwen3_5"),
     "minicpm-v-4.6": ("openbmb/MiniCPM-V-4.6", "minicpmv4_6"),
+    "nvila-8b-video": ("Efficient-Large-Model/NVILA-8B-Video", "nvila"),  # VILA's layout: llm/, vision_tower/, ...
+    "nvila-lite-2b": ("Efficient-Large-Model/NVILA-Lite-2B", "nvila"),
 }
 TOKENIZER_FAMILY = {  # model_type -> tiny tokenizer family (for configs from a directory or the hub cache)
     "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "llava_onevision": "llava_onevision",
     "llava_next_video": "llava_next_video", "internvl": "internvl", "qwen3_5": "qwen3_5",
-    "minicpmv4_6": "minicpmv4_6", "minicpmv4_7": "minicpmv4_7",
+    "minicpmv4_6": "minicpmv4_6", "minicpmv4_7": "minicpmv4_7", "llava_llama": "nvila",
 }
 CPU_WIDTH_SCALE = 0.25  # the largest width scale chosen by default on a CPU (a 7B model: about 0.7 B parameters)
 GPU_MEMORY_SHARE = 0.6  # weights may take this share of a GPU's free memory at the default width
@@ -131,9 +133,32 @@ def default_width_scale(config: Any, device: torch.device, dtype: torch.dtype) -
     return small[-1] if small else scales[0]
 
 
+def read_reference_config(folder: Path) -> Any:
+    """The config of a model folder: transformers' AutoConfig, or the format module's reader for a checkpoint in
+    an original format (framefusion.models, e.g. NVILA's llm/ + vision_tower/ + mm_projector/ layout)."""
+    from transformers import AutoConfig
+
+    from framefusion.models import find_format
+
+    fmt = find_format(json.loads((Path(folder) / "config.json").read_text()))
+    return fmt.implementation().read_config(folder) if fmt is not None else AutoConfig.from_pretrained(folder)
+
+
+def _original_module(config: Any) -> Any:
+    """The framefusion.models format module of a config in an original (non-transformers) format, else None."""
+    from framefusion.models import FORMATS
+
+    fmt = next((f for f in FORMATS if getattr(config, "model_type", None) in f.model_types), None)
+    return fmt.implementation() if fmt is not None else None
+
+
 def parameter_count(config: Any) -> int:
     """Parameters of the model a config builds (counted on the meta device, nothing allocated)."""
     from transformers import AutoModelForImageTextToText
+
+    original = _original_module(config)
+    if original is not None:
+        return original.parameter_count(config)
 
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
@@ -143,12 +168,19 @@ def parameter_count(config: Any) -> int:
 def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, attn: str,
                        width_scale: float | None = None, seed: int = 0) -> tuple[Any, Any, float]:
     """(model with random weights, processor, width scale used) for a short name, directory or cached hub id."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoVideoProcessor
+    from transformers import (
+        AutoConfig,
+        AutoImageProcessor,
+        AutoModelForImageTextToText,
+        AutoVideoProcessor,
+    )
 
     from framefusion.tiny import build_tokenizer
     from framefusion.tiny.tokenizer import special_token_ids
 
     folder, family = config_source(name)
+    if family == "nvila":
+        return _random_nvila(folder, device=device, dtype=dtype, attn=attn, width_scale=width_scale, seed=seed)
     config = AutoConfig.from_pretrained(folder)
     scale = default_width_scale(config, device, dtype) if width_scale is None else width_scale
     config = scaled_config(config, scale)
@@ -161,6 +193,21 @@ def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, a
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     processor = _processor(config.model_type, folder, tokenizer, AutoImageProcessor.from_pretrained(folder),
                            AutoVideoProcessor.from_pretrained(folder))
+    return model.to(device).eval(), processor, scale
+
+
+def _random_nvila(folder: Path, *, device: torch.device, dtype: torch.dtype, attn: str, width_scale: float | None,
+                  seed: int) -> tuple[Any, Any, float]:
+    """An NVILA (VILA's published layout: config.json, llm/, vision_tower/, mm_projector/) with random weights, the
+    tiny tokenizer with VILA's media tokens, and the checkpoint's image-processor settings."""
+    from framefusion.models.nvila import random_model, read_config
+    from framefusion.tiny.nvila import nvila_tokenizer
+
+    config = read_config(folder)
+    scale = default_width_scale(config, device, dtype) if width_scale is None else width_scale
+    config = scaled_config(config, scale)
+    model, processor = random_model(config, nvila_tokenizer(config.num_time_tokens), dtype=dtype,
+                                    attn_implementation=attn, seed=seed)
     return model.to(device).eval(), processor, scale
 
 

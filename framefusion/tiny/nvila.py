@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+from transformers import (
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
 from framefusion.models.nvila import load
 from framefusion.models.nvila.config import IMAGE_TOKEN, SENTINEL_TOKEN, VIDEO_TOKEN

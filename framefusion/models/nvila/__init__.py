@@ -10,12 +10,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, SiglipVisionModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    SiglipVisionModel,
+)
 
-from framefusion.models.nvila.config import (IMAGE_TOKEN, VIDEO_TOKEN, NVILAConfig, NVILAConfigError, read_config,
-                                             read_json)
+from framefusion.models.nvila.config import (
+    IMAGE_TOKEN,
+    VIDEO_TOKEN,
+    NVILAConfig,
+    NVILAConfigError,
+    read_config,
+    read_json,
+)
 from framefusion.models.nvila.modeling import NVILAForConditionalGeneration
-from framefusion.models.nvila.processing import NVILAProcessor, add_vila_tokens, stop_token_ids
+from framefusion.models.nvila.processing import (
+    NVILAProcessor,
+    add_vila_tokens,
+    stop_token_ids,
+)
 from framefusion.models.nvila.projector import NVILAProjector
 from framefusion.models.nvila.weights import load_into
 

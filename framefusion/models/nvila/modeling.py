@@ -16,11 +16,18 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel, SiglipVisionModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+)
 
 from framefusion.models.nvila.config import MediaEncoder, NVILAConfig
 from framefusion.models.nvila.projector import NVILAProjector
-from framefusion.models.nvila.tiling import merge_chessboard, merge_scales, split_chessboard
+from framefusion.models.nvila.tiling import (
+    merge_chessboard,
+    merge_scales,
+    split_chessboard,
+)
 
 # transformers 5.24 renamed the cache argument and output field `past_key_values` -> `cache`
 CACHE_NAME = "cache" if "cache" in {f.name for f in fields(BaseModelOutputWithPast)} else "past_key_values"
@@ -42,7 +49,7 @@ class NVILAPreTrainedModel(PreTrainedModel):
 
     config_class = NVILAConfig
     base_model_prefix = "model"
-    _no_split_modules = ["SiglipEncoderLayer", "Qwen2DecoderLayer", "LlamaDecoderLayer"]
+    _no_split_modules = ("SiglipEncoderLayer", "Qwen2DecoderLayer", "LlamaDecoderLayer")
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
@@ -152,13 +159,13 @@ class NVILAModel(NVILAPreTrainedModel):
                 used += feature.numel()
                 first = feature.view(groups, rows * cols)[:, :1]  # [groups, 1] first feature of each group
                 last = feature.view(groups, rows * cols)[:, -1:]
-                streams.append(dict(positions=feature, groups=groups, rows=rows, cols=cols, kind="features"))
+                streams.append({"positions": feature, "groups": groups, "rows": rows, "cols": cols, "kind": "features"})
                 if starts:
                     pos = (first - starts + torch.arange(starts)).flatten()
-                    streams.append(dict(positions=pos, groups=groups, rows=1, cols=starts, kind="start"))
+                    streams.append({"positions": pos, "groups": groups, "rows": 1, "cols": starts, "kind": "start"})
                 if ends:
                     pos = (last + 1 + torch.arange(ends)).flatten()
-                    streams.append(dict(positions=pos, groups=groups, rows=1, cols=ends, kind="end"))
+                    streams.append({"positions": pos, "groups": groups, "rows": 1, "cols": ends, "kind": "end"})
         if used != placeholders.numel():
             raise ValueError(f"the prompt has {placeholders.numel()} video placeholders but its videos' frames "
                              f"{video_grids[:, 0].tolist()} make {used}")

@@ -21,7 +21,13 @@ import torch
 from PIL import Image
 from transformers import BatchFeature
 
-from framefusion.models.nvila.config import IMAGE_TOKEN, SENTINEL_TOKEN, VIDEO_TOKEN, MediaEncoder, NVILAConfig
+from framefusion.models.nvila.config import (
+    IMAGE_TOKEN,
+    SENTINEL_TOKEN,
+    VIDEO_TOKEN,
+    MediaEncoder,
+    NVILAConfig,
+)
 from framefusion.models.nvila.tiling import dynamic_s2_tiles, dynamic_tiles
 
 # VILA's built-in "qwen2" chat template (used when config.json names it): a system line unless a system message is
