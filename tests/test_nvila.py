@@ -96,6 +96,22 @@ def test_load_model_builds_it_natively(loaded):
     assert item.describe()["num_layers"] == 4
 
 
+def test_hub_id_loads_from_the_offline_cache(checkpoints, tmp_path, monkeypatch):
+    """`--model Efficient-Large-Model/NVILA-8B-Video` reads the whole snapshot (sub-folders too) from the cache."""
+    import shutil
+
+    import huggingface_hub.constants as hub
+
+    repo = tmp_path / "hub" / "models--Efficient-Large-Model--NVILA-8B-Video"
+    shutil.copytree(checkpoints["nvila-8b-video"], repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    item = load_model("Efficient-Large-Model/NVILA-8B-Video", device="cpu", dtype="fp32")
+    assert item.family == "NVILA" and item.name == "Efficient-Large-Model/NVILA-8B-Video"
+
+
 def test_weights_round_trip(checkpoints, loaded):
     """Every tensor of the three sub-folders is in the model under its published name (read back bit for bit)."""
     folder, model = checkpoints["nvila-8b-video"], loaded["nvila-8b-video"].model
