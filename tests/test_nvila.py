@@ -193,9 +193,11 @@ def test_prompt_and_video_tokens_of_one_group(loaded):
     assert "<|im_start|>user\n<vila/video>" in text and text.endswith("<|im_start|>assistant\n")
     layout = adapter_for(item.model).token_layout(item.model.model, inputs["input_ids"], {"video_grids": inputs["video_grids"]})
     assert layout.num_vision_tokens == 17
-    assert [(g.frames, g.rows, g.cols, g.raw_frames_per_frame) for g in layout.grids] == [(1, 4, 4, 8), (1, 1, 1, 8)]
+    assert [(g.frames, g.rows, g.cols, g.trailing, g.raw_frames_per_frame) for g in layout.grids] == [(1, 4, 4, 1, 8)]
     newline = item.tokenizer("\n").input_ids[0]
     assert int(inputs["input_ids"][0, layout.positions[-1]]) == newline  # the group's "\n" is a video token
+    rows, _cols = layout.rows_cols()
+    assert rows[-1] == 4 and layout.patch[-1] == 16  # it trails the 4 x 4 grid
     assert inputs["pixel_values_videos"].shape == (8, 3, 112, 112)
 
 
@@ -204,7 +206,7 @@ def test_lite_layout_has_a_newline_per_frame(loaded):
     inputs = model_inputs(item, [clip(8)], QUESTION)
     layout = adapter_for(item.model).token_layout(item.model.model, inputs["input_ids"], {"video_grids": inputs["video_grids"]})
     assert layout.num_vision_tokens == 8 * (9 + 1)
-    assert [(g.frames, g.rows, g.cols) for g in layout.grids] == [(8, 3, 3), (8, 1, 1)]
+    assert [(g.frames, g.rows, g.cols, g.trailing) for g in layout.grids] == [(8, 3, 3, 1)]
 
 
 def test_frames_not_a_multiple_of_the_pool_are_refused(loaded):
@@ -292,11 +294,22 @@ def test_attention_saliency_covers_every_video_token(loaded):
     finally:
         probe.remove()
     assert saliency.shape == (34,) and bool(torch.isfinite(saliency).all())
-    groups = saliency[:32].view(2, 16)
-    assert torch.allclose(saliency[32:], groups.mean(dim=1))
+    groups = saliency.view(2, 17)  # layout order: each group's 16 tokens, then its "\n"
+    assert torch.allclose(groups[:, 16], groups[:, :16].mean(dim=1))
     result = ask(item, [clip(16)], QUESTION, method="visionzip", budget=0.5, params={"saliency": "attention"},
                  max_new_tokens=1)
     assert result.vision_tokens == 34 and abs(result.kept_ratio - 0.5) < 0.1
+
+
+def test_visualize_maps_the_grid_tokens_only(loaded):
+    """The "\n" of a group covers no pixels: the frame maps hold the 4 x 4 grid tokens of each group."""
+    from framefusion.pipeline.visualize import frame_token_maps
+
+    item = loaded["nvila-8b-video"]
+    result = ask(item, [clip(16, static_rows=24)], QUESTION, method="framefusion", max_new_tokens=1)
+    maps = frame_token_maps(result.stats, 0, 16, 48, 64)
+    assert len(maps) == 16 and maps[0] is maps[7] and maps[8] is maps[15]  # 8 frames per group
+    assert sorted(np.unique(np.concatenate([maps[0], maps[8]]))) == [*range(16), *range(17, 33)]
 
 
 def test_uniform_keeps_whole_groups(loaded):

@@ -2,10 +2,10 @@
 
 The layout follows the authors' FrameFusion on NVILA: every token of a group is a video token, the group's "\n"
 (the video encoder's end token) included, so a group of the TSP encoder (8 frames averaged, 16 x 16 tokens) has
-257 tokens and a Basic-encoder frame of a Lite model 11 x 11 + 1. Each video is read as token streams: the feature
-tokens (groups x rows x cols), and the end tokens (groups x 1 x 1; start tokens likewise when an encoder has them),
-so that a token merges only with the same token of the previous group, as the authors compare patch type 256 (the
-"\n") of consecutive groups. One group (8 frames on NVILA-8B-Video) leaves nothing to merge: FrameFusion only prunes.
+257 tokens, 16 x 16 grid tokens and one trailing token (VideoGrid.trailing), and a Basic-encoder frame of a Lite
+model 11 x 11 + 1. A token merges with the same token of the previous group, the "\n" with the previous "\n", as the
+authors compare patch type 256 of consecutive groups. One group (8 frames on NVILA-8B-Video) leaves nothing to merge:
+FrameFusion only prunes.
 """
 
 from __future__ import annotations
@@ -34,14 +34,12 @@ class NVILAAdapter(FamilyAdapter):
         return None if grids is None else {"video_grids": grids}
 
     def token_layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict[str, Any] | None) -> TokenLayout | None:
-        """One stream per (video, pool size, token kind), groups as grid frames."""
+        """One grid per (video, pool size): groups as grid frames, each rows x cols tokens then its "\n"."""
         if not video:
             return None
-        pools = [t for t, _h, _w in module.config.video_encoder.pool_sizes]
         streams = module.video_streams(input_ids, video["video_grids"])
-        per_video = len(streams) // (len(video["video_grids"]) * len(pools))  # kinds per pool size
-        grids = [VideoGrid(s["groups"], s["rows"], s["cols"], raw_frames_per_frame=pools[(i // per_video) % len(pools)])
-                 for i, s in enumerate(streams)]
+        grids = [VideoGrid(s["groups"], s["rows"], s["cols"], raw_frames_per_frame=s["pool"], trailing=s["trailing"])
+                 for s in streams]
         return layout_from_videos(input_ids.shape[-1], [s["positions"] for s in streams], grids)
 
     def vision_probe(self, model: nn.Module):
@@ -65,8 +63,8 @@ def _fuse_saliency(saliency: torch.Tensor, k: int) -> torch.Tensor:
 
 def nvila_probe(module: nn.Module) -> SaliencyProbe:
     """NVILA's SigLIP tower: the attention each patch receives in layer `mm_vision_select_layer`, then as the video
-    tokens are made: the projector's k x k fusion (mean), the video encoder's pooling (mean); the start / end tokens
-    of a group get its mean."""
+    tokens are made: the projector's k x k fusion (mean), the video encoder's pooling (mean); a group's end tokens
+    ("\n") get the group's mean."""
     config = module.config
     tower = module.vision_tower
     layers = getattr(tower, "vision_model", tower).encoder.layers  # transformers 5.24 dropped the wrapper
@@ -97,16 +95,14 @@ def nvila_probe(module: nn.Module) -> SaliencyProbe:
         grids = kwargs.get("video_grids")
         counts = [tokens.shape[0]] if grids is None else [int(t) for t in grids[:, 0].tolist()]
         encoder = config.video_encoder
-        extra = [len(module._token_ids(text)) for text in (encoder.start_tokens, encoder.end_tokens)]
+        ends = len(module._token_ids(encoder.end_tokens))
         pieces = []
         for video in torch.split(tokens, counts):
             for t, h, w in encoder.pool_sizes:
                 side = math.isqrt(video.shape[1])
                 pooled = video.view(-1, t, side // h, h, side // w, w).mean(dim=(1, 3, 5)).flatten(1)  # [G, r*c]
-                pieces.append(pooled.flatten())
-                for count in extra:  # start, then end tokens: one stream each, the group's mean
-                    if count:
-                        pieces.append(pooled.mean(dim=1, keepdim=True).expand(-1, count).flatten())
+                trailing = pooled.mean(dim=1, keepdim=True).expand(-1, ends)  # [G, ends]: the group's mean
+                pieces.append(torch.cat([pooled, trailing], dim=1).flatten())  # layout order: group by group
         return torch.cat(pieces)
 
     for name, projection in (("q", attention.q_proj), ("k", attention.k_proj)):

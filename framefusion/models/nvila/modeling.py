@@ -140,13 +140,13 @@ class NVILAModel(NVILAPreTrainedModel):
 
     # ---- layout -----------------------------------------------------------------------------------------------
     def video_streams(self, input_ids: torch.Tensor, video_grids: torch.Tensor) -> list[dict[str, Any]]:
-        """Where each video's tokens sit in a batch-1 prompt, by token stream: per video and pool size, the feature
-        tokens (groups x rows x cols), then the start and end tokens of every group (groups x 1 x their count).
-        Each entry: positions [n] (group-major), groups, rows, cols, kind ("features" | "start" | "end")."""
+        """Where each video's tokens sit in a batch-1 prompt: per video and pool size, its groups (pooled frames),
+        each the group's feature tokens (rows x cols, row by row) then its end tokens ("\n"). Each entry:
+        positions [groups * (rows * cols + trailing)] (group-major), groups, rows, cols, trailing (end tokens per
+        group), pool (frames per group). Start and sep tokens, when an encoder writes them, stay text."""
         encoder: MediaEncoder = self.config.video_encoder
         placeholders = torch.nonzero(input_ids[0] == self.config.video_token_id).flatten().cpu()
         side = self.tokens_per_side
-        starts = len(self._token_ids(encoder.start_tokens))
         ends = len(self._token_ids(encoder.end_tokens))
         streams, used = [], 0
         for frames in (int(t) for t in video_grids[:, 0].tolist()):
@@ -157,15 +157,10 @@ class NVILAModel(NVILAPreTrainedModel):
                     raise ValueError(f"the prompt has {placeholders.numel()} video placeholders, fewer than its "
                                      f"videos' {video_grids[:, 0].tolist()} frames need")
                 used += feature.numel()
-                first = feature.view(groups, rows * cols)[:, :1]  # [groups, 1] first feature of each group
-                last = feature.view(groups, rows * cols)[:, -1:]
-                streams.append({"positions": feature, "groups": groups, "rows": rows, "cols": cols, "kind": "features"})
-                if starts:
-                    pos = (first - starts + torch.arange(starts)).flatten()
-                    streams.append({"positions": pos, "groups": groups, "rows": 1, "cols": starts, "kind": "start"})
-                if ends:
-                    pos = (last + 1 + torch.arange(ends)).flatten()
-                    streams.append({"positions": pos, "groups": groups, "rows": 1, "cols": ends, "kind": "end"})
+                feature = feature.view(groups, rows * cols)
+                end = feature[:, -1:] + 1 + torch.arange(ends)  # [groups, ends] right after each group's tokens
+                streams.append(dict(positions=torch.cat([feature, end], dim=1).flatten(), groups=groups, rows=rows,
+                                    cols=cols, trailing=ends, pool=t))
         if used != placeholders.numel():
             raise ValueError(f"the prompt has {placeholders.numel()} video placeholders but its videos' frames "
                              f"{video_grids[:, 0].tolist()} make {used}")
