@@ -159,8 +159,8 @@ class NVILAModel(NVILAPreTrainedModel):
                 used += feature.numel()
                 feature = feature.view(groups, rows * cols)
                 end = feature[:, -1:] + 1 + torch.arange(ends)  # [groups, ends] right after each group's tokens
-                streams.append(dict(positions=torch.cat([feature, end], dim=1).flatten(), groups=groups, rows=rows,
-                                    cols=cols, trailing=ends, pool=t))
+                streams.append({"positions": torch.cat([feature, end], dim=1).flatten(), "groups": groups,
+                                "rows": rows, "cols": cols, "trailing": ends, "pool": t})
         if used != placeholders.numel():
             raise ValueError(f"the prompt has {placeholders.numel()} video placeholders but its videos' frames "
                              f"{video_grids[:, 0].tolist()} make {used}")
