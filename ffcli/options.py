@@ -105,8 +105,7 @@ RandomWeights = Annotated[bool, typer.Option(
     help="Build the model from its config with random weights (real shape, for timing; answers are noise). "
          "--model then takes a short name (qwen2-vl-7b, qwen2.5-vl-7b, qwen3-vl-8b, llava-onevision-7b, "
          "llava-video-7b (original LLaVA-NeXT format), llava-video-7b-hf, internvl3-8b, internvl2.5-8b, qwen3.5-0.8b, "
-         "qwen3.5-9b, "
-         "minicpm-v-4.6), a model directory or a cached "
+         "qwen3.5-9b, minicpm-v-4.6, minicpm-v-2.6, nvila-8b-video, nvila-lite-2b), a model directory or a cached "
          "hub id; nothing is downloaded.")]
 WidthScale = Annotated[float | None, typer.Option(
     callback=lambda value: check_width_scale(value), metavar="F", rich_help_panel=MODEL_PANEL, show_default=False,

@@ -12,6 +12,7 @@ from framefusion.adapters.llava_next_video import LlavaNextVideoAdapter
 from framefusion.adapters.llava_onevision import LlavaOneVisionAdapter
 from framefusion.adapters.minicpm import MiniCPMV4_6Adapter, MiniCPMV4_7Adapter
 from framefusion.adapters.minicpmv2_6 import MiniCPMV2_6Adapter
+from framefusion.adapters.nvila import NVILAAdapter
 from framefusion.adapters.qwen2_5_vl import Qwen2_5_VLAdapter
 from framefusion.adapters.qwen2_vl import Qwen2VLAdapter
 from framefusion.adapters.qwen3_5 import Qwen3_5Adapter
@@ -31,6 +32,7 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
     MiniCPMV4_6Adapter(),
     MiniCPMV4_7Adapter(),
     MiniCPMV2_6Adapter(),
+    NVILAAdapter(),
 )
 
 

@@ -15,11 +15,12 @@ class VideoGrid:
     rows: int
     cols: int
     raw_frames_per_frame: int = 1  # sampled frames folded into one grid frame (Qwen-VL temporal_patch_size)
+    trailing: int = 0  # tokens after the rows x cols grid in every grid frame, reduced like the grid's (NVILA's "\n")
 
     @property
     def tokens_per_frame(self) -> int:
-        """P: vision tokens per grid frame."""
-        return self.rows * self.cols
+        """P: vision tokens per grid frame (the grid's, then the trailing ones)."""
+        return self.rows * self.cols + self.trailing
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class TokenLayout:
         return len(self.grids)
 
     def rows_cols(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Grid row and column of every video token, each [N_v] long."""
+        """Grid row and column of every video token, each [N_v] long (a trailing token's row is >= its grid's rows:
+        it has no place in the picture)."""
         cols = torch.tensor([g.cols for g in self.grids], dtype=torch.long)[self.video]
         return self.patch // cols, self.patch % cols
 

@@ -60,6 +60,8 @@ FORMATS: tuple[OriginalFormat, ...] = (
     # transformers-native 4.6 / 4.7 say "MiniCPMV4_6ForConditionalGeneration" / model_type "minicpmv4_6"
     OriginalFormat("MiniCPM-V 2.6", "minicpmv", architectures=("MiniCPMV",), facts=(("version", 2.6),),
                    native_model_types=("minicpmv2_6",), tiny_tokenizer="minicpmv2_6"),
+    OriginalFormat("NVILA", "nvila", architectures=("LlavaLlamaModel",), model_types=("llava_llama",),
+                   native_model_types=("llava_llama",), tiny_tokenizer="nvila"),
 )
 
 

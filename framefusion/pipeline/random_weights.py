@@ -14,7 +14,6 @@ format's native model and processor.
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -38,13 +37,14 @@ REFERENCES = {  # short name: (hub id the config comes from, framefusion.tiny to
     "minicpm-v-4.6": ("openbmb/MiniCPM-V-4.6", "minicpmv4_6"),
     "internvl2.5-8b": ("OpenGVLab/InternVL2_5-8B", "internvl_chat"),  # the original remote-code format
     "minicpm-v-2.6": ("openbmb/MiniCPM-V-2_6", "minicpmv2_6"),  # the original remote-code format
+    "nvila-8b-video": ("Efficient-Large-Model/NVILA-8B-Video", "nvila"),  # VILA's layout: llm/, vision_tower/, ...
+    "nvila-lite-2b": ("Efficient-Large-Model/NVILA-Lite-2B", "nvila"),
 }
 TOKENIZER_FAMILY = {  # model_type -> tiny tokenizer family (for configs from a directory or the hub cache)
     "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "llava_onevision": "llava_onevision",
     "llava_next_video": "llava_next_video", "internvl": "internvl", "qwen3_5": "qwen3_5",
-    "minicpmv4_6": "minicpmv4_6", "minicpmv4_7": "minicpmv4_7",
+    "minicpmv4_6": "minicpmv4_6", "minicpmv4_7": "minicpmv4_7", "llava_llama": "nvila",
 }
-ORIGINAL_TOKENIZERS = {"internvl_chat": "framefusion.tiny.internvl_chat:tiny_tokenizer"}  # family -> tiny tokenizer
 CPU_WIDTH_SCALE = 0.25  # the largest width scale chosen by default on a CPU (a 7B model: about 0.7 B parameters)
 GPU_MEMORY_SHARE = 0.6  # weights may take this share of a GPU's free memory at the default width
 TEXT_HEADS = ("num_attention_heads", "num_key_value_heads", "linear_num_key_heads", "linear_num_value_heads")
@@ -144,6 +144,25 @@ def default_width_scale(config: Any, device: torch.device, dtype: torch.dtype) -
     return small[-1] if small else scales[0]
 
 
+def read_reference_config(folder: Path) -> Any:
+    """The config of a model folder: transformers' AutoConfig, or the format module's reader for a checkpoint in
+    an original format (framefusion.models, e.g. NVILA's llm/ + vision_tower/ + mm_projector/ layout)."""
+    from transformers import AutoConfig
+
+    from framefusion.models import find_format
+
+    fmt = find_format(json.loads((Path(folder) / "config.json").read_text()))
+    return fmt.implementation().read_config(folder) if fmt is not None else AutoConfig.from_pretrained(folder)
+
+
+def _original_module(config: Any) -> Any:
+    """The framefusion.models format module of a config in an original (non-transformers) format, else None."""
+    from framefusion.models import FORMATS
+
+    fmt = next((f for f in FORMATS if getattr(config, "model_type", None) in f.model_types), None)
+    return fmt.implementation() if fmt is not None else None
+
+
 def parameter_count(config: Any) -> int:
     """Parameters of the model a config builds (counted on the meta device, nothing allocated)."""
     original = _original_of(config)
@@ -162,11 +181,18 @@ def _original_of(config: Any):
     return next((fmt for fmt in FORMATS if config.model_type in fmt.native_model_types), None)
 
 
-def tiny_tokenizer(family: str) -> Any:
-    """The small tokenizer a random-weight model of this tokenizer family gets (framefusion.tiny)."""
-    if family in ORIGINAL_TOKENIZERS:
-        module_name, _, function = ORIGINAL_TOKENIZERS[family].partition(":")
-        return getattr(importlib.import_module(module_name), function)()
+def tiny_tokenizer(family: str, folder: Path | None = None) -> Any:
+    """The small tokenizer (framefusion.tiny) a random-weight model of this tokenizer family gets; `folder` holds
+    the config when the tokenizer depends on it (NVILA's time tokens)."""
+    if family == "internvl_chat":
+        from framefusion.tiny.internvl_chat import tiny_tokenizer as internvl_tokenizer
+
+        return internvl_tokenizer()
+    if family == "nvila":
+        from framefusion.tiny.nvila import nvila_tokenizer
+
+        top = json.loads((Path(folder) / "config.json").read_text()) if folder is not None else {}
+        return nvila_tokenizer(int(top.get("num_time_tokens") or 0))
     from framefusion.tiny.tokenizer import build_tokenizer
 
     return build_tokenizer(family=family)
@@ -184,8 +210,8 @@ def reference_config(folder: Path, tokenizer: Any = None) -> Any:
     module = original.implementation()
     if not hasattr(module, "random_config"):
         raise RandomModelError(f"random weights are not available for {original.name} checkpoints")
-    return module.random_config(Path(folder),
-                                tokenizer if tokenizer is not None else tiny_tokenizer(original.tiny_tokenizer))
+    return module.random_config(Path(folder), tokenizer if tokenizer is not None else
+                                tiny_tokenizer(original.tiny_tokenizer, folder))
 
 
 def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, attn: str,
@@ -196,7 +222,7 @@ def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, a
     from framefusion.tiny.tokenizer import special_token_ids
 
     folder, family = config_source(name)
-    tokenizer = tiny_tokenizer(family)
+    tokenizer = tiny_tokenizer(family, folder)
     config = reference_config(folder, tokenizer)
     scale = default_width_scale(config, device, dtype) if width_scale is None else width_scale
     config = scaled_config(config, scale)
@@ -213,6 +239,21 @@ def build_random_model(name: str, *, device: torch.device, dtype: torch.dtype, a
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     processor = _processor(config.model_type, folder, tokenizer, AutoImageProcessor.from_pretrained(folder),
                            AutoVideoProcessor.from_pretrained(folder))
+    return model.to(device).eval(), processor, scale
+
+
+def _random_nvila(folder: Path, *, device: torch.device, dtype: torch.dtype, attn: str, width_scale: float | None,
+                  seed: int) -> tuple[Any, Any, float]:
+    """An NVILA (VILA's published layout: config.json, llm/, vision_tower/, mm_projector/) with random weights, the
+    tiny tokenizer with VILA's media tokens, and the checkpoint's image-processor settings."""
+    from framefusion.models.nvila import random_model, read_config
+    from framefusion.tiny.nvila import nvila_tokenizer
+
+    config = read_config(folder)
+    scale = default_width_scale(config, device, dtype) if width_scale is None else width_scale
+    config = scaled_config(config, scale)
+    model, processor = random_model(config, nvila_tokenizer(config.num_time_tokens), dtype=dtype,
+                                    attn_implementation=attn, seed=seed)
     return model.to(device).eval(), processor, scale
 
 

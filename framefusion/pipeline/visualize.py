@@ -58,7 +58,7 @@ def frame_token_maps(stats: ReductionStats, video: int, num_frames: int, height:
         raise ValueError(f"video {video}: the clip has {num_frames} frames, which make {expected} grid frames "
                          f"at {grid.raw_frames_per_frame} per grid frame, but the model saw {grid.frames}")
     vid, frame, row, col = stats.token_grid.cpu().numpy().T
-    ids = np.flatnonzero(vid == video)
+    ids = np.flatnonzero((vid == video) & (row < grid.rows))  # trailing tokens (NVILA's "\n") cover no pixels
     lut = np.full((grid.frames, grid.rows, grid.cols), -1, dtype=np.int64)  # [F, R, C]
     lut[frame[ids], row[ids], col[ids]] = ids  # -1: a cell with no token (a short last frame), drawn unchanged
     if (lut < 0).reshape(grid.frames, -1).all(axis=1).any():
