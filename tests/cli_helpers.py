@@ -59,7 +59,7 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
 
 
 ASK_KEYS = {"answer", "model", "method", "budget", "frames", "vision_tokens", "kept_ratio", "prefill_ratio",
-            "importance_queries", "params", "tokens_per_layer", "timings", "peak_memory_bytes"}
+            "importance_queries", "params", "tokens_per_layer", "timings", "peak_memory_bytes", "answer_ids"}
 CLI_ASK_KEYS = ASK_KEYS | {"startup_s", "model_info"}  # `ask --json` adds the process start-up and what was loaded
 TIMING_KEYS = {"video_s", "processor_s", "vision_s", "prefill_s", "decode_s", "total_s"}
 MODEL_KEYS = {"name", "family", "weights", "width_scale", "num_layers", "linear_attention_layers", "hidden_size",

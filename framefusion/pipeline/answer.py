@@ -72,6 +72,7 @@ class AskResult:
     stats: ReductionStats | None = field(default=None, repr=False)
     first_token_logits: torch.Tensor | None = field(default=None, repr=False)  # [vocab] float32 on CPU
     generated_tokens: int = 0
+    answer_ids: list[int] = field(default_factory=list)  # the generated token ids (greedy: comparable across tools)
     clips: list[VideoClip] = field(default_factory=list, repr=False)  # what the model saw (after the method's pick)
 
     @property
@@ -105,6 +106,7 @@ class AskResult:
             "tokens_per_layer": list(self.tokens_per_layer),
             "timings": self.timings.to_dict(),
             "peak_memory_bytes": self.peak_memory_bytes,
+            "answer_ids": list(self.answer_ids),
         }
 
 
@@ -279,5 +281,6 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
         stats=stats,
         first_token_logits=generation.first_token_logits,
         generated_tokens=int(generation.new_tokens.numel()),
+        answer_ids=generation.new_tokens.tolist(),
         clips=clips,
     )
