@@ -22,7 +22,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[3]
 QUESTION = "What colour is the square?"
-FRAMES, SIZE, NEW_TOKENS = 16, 56, 8
+FRAMES = int(os.environ.get("E2E_FRAMES", "16"))  # 16 frames: 8 temporal patches; 32: 16 (multi-frame segments)
+SIZE, NEW_TOKENS = 56, 8
 
 
 def write_inputs(work: Path, family: str) -> tuple[Path, Path]:
@@ -36,8 +37,8 @@ def write_inputs(work: Path, family: str) -> tuple[Path, Path]:
     if not clip.is_file():
         rng = np.random.default_rng(0)
         frames = np.repeat(rng.integers(0, 256, size=(1, SIZE, SIZE, 3), dtype=np.uint8), FRAMES, axis=0)
-        for f in range(FRAMES):  # a 14-pixel square that moves, and changes colour half way
-            x = 2 + 2 * f
+        for f in range(FRAMES):  # a 14-pixel square that moves every 4th frame, and changes colour half way
+            x = 2 + 8 * (f // 4) * 16 // FRAMES
             frames[f, 20:34, x:x + 14] = (230, 30, 30) if f < FRAMES // 2 else (30, 30, 230)
         frames[FRAMES // 2:, :8] = rng.integers(0, 256, size=(FRAMES // 2, 8, SIZE, 3), dtype=np.uint8)  # a cut
         write_video(clip, frames, fps=4.0)

@@ -80,7 +80,7 @@ def print_table(ours: dict, theirs: dict) -> list[dict]:
     return rows
 
 
-def compare(harness: Path, family: str, method: str, budgets: list[str], work: Path) -> None:
+def compare(harness: Path, family: str, method: str, budgets: list[str], work: Path, name: str = "results") -> None:
     """Both sides, then the table; the JSON of both sides is copied to harness/recorded/."""
     work.mkdir(parents=True, exist_ok=True)
     run([OURS_PY, str(HERE / "ours.py"), str(work), family, method, *budgets], REPO)
@@ -91,7 +91,7 @@ def compare(harness: Path, family: str, method: str, budgets: list[str], work: P
     recorded = harness / "recorded"
     recorded.mkdir(exist_ok=True)
     slim = {"ours": _slim(ours), "theirs": _slim(theirs), "table": rows}
-    (recorded / "results.json").write_text(json.dumps(slim, indent=1) + "\n")
+    (recorded / f"{name}.json").write_text(json.dumps(slim, indent=1) + "\n")
 
 
 def _slim(side: dict) -> dict:
