@@ -151,7 +151,7 @@ Saliency = Annotated[Literal["attention", "norm"], typer.Option(
 
 BudgetRule = Annotated[Literal["matched", "authors"], typer.Option(
     rich_help_panel=REDUCTION_PANEL,
-    help="VidCom2, FastVID, VisionZip: matched keeps exactly round(budget * video tokens); authors follows the "
+    help="VidCom2, FastVID, VisionZip, EVS, HoliTom: matched keeps exactly round(budget * video tokens); authors follows the "
          "authors' own per-frame arithmetic (their published setting; the achieved budget is reported).")]
 
 Frames = Annotated[int | None, typer.Option(

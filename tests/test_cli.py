@@ -117,7 +117,8 @@ def test_ask_json_is_one_object_with_the_documented_keys(model_args, video_file)
     assert len(payload["tokens_per_layer"]) == 4 and payload["peak_memory_bytes"] > 0
     assert payload["importance_queries"] == 4  # the Qwen-VL family's default rule
     assert payload["params"] == {"similarity_lower_bound": 0.6, "ratio_lower_bound": 0.1, "importance_queries": None,
-                                 "saliency": "attention"}
+                                 "saliency": "attention", "budget_rule": "matched"}
+    assert len(payload["answer_ids"]) == 2  # the greedy ids, comparable with other tools
 
 
 def test_importance_queries_option_reaches_the_prune_step(model_args, video_file):  # noqa: F811

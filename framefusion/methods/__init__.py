@@ -59,7 +59,7 @@ METHODS: dict[str, Method] = {
     "vidcom2": Method("vidcom2", "keep each frame's outlier tokens, frame budgets by distinctiveness (VidCom2)",
                       apply_vidcom2, params=("budget_rule",)),
     "evs": Method("evs", "keep the first frame, then the tokens that changed most since the previous frame (EVS)",
-                  apply_evs),
+                  apply_evs, params=("budget_rule",)),
     "uniform": Method("uniform", "the dense model on fewer, uniformly sampled frames (Original*)", apply_uniform,
                       select_frames=select_uniform_frames),
     "visionzip": Method("visionzip", "per frame, dominant tokens by vision-encoder attention plus contextual "
@@ -71,7 +71,7 @@ METHODS: dict[str, Method] = {
     "holitom": Method("holitom", "holistic temporal merging of static patches and spatial merging before the LLM, "
                                  "attention-ranked merging inside it (HoliTom)", apply_holitom,
                       params=("saliency", "inner", "tau", "beta", "context_share", "knn", "max_window", "inner_ratio",
-                              "inner_layer")),
+                              "inner_layer", "budget_rule")),
     "dycoke": Method("dycoke", "temporal pruning of 4-frame windows, then KV pruning by attention (DyCoke)",
                      apply_dycoke, params=("ttm_rate", "kv_layer")),
 }

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from framefusion.api import install_reducer
-from framefusion.methods.clustering import dpc_knn_scores, nearest_centre, top_indices
+from framefusion.methods.clustering import authors_density_scores, dpc_knn_scores, nearest_centre, top_indices
 from framefusion.methods.common import check_budget, check_budget_rule
 from framefusion.methods.oneshot import OneShotReduction, Selection, install_pre_llm, keep_per_video, saliency_source
 from framefusion.methods.vidcom2 import frame_budgets
@@ -258,17 +258,6 @@ def authors_frame_counts(features: torch.Tensor, patches: int, budget: float, co
     return salient, context, lengths
 
 
-def authors_density_scores(x: torch.Tensor, neighbours: int = DENSITY_NEIGHBOURS) -> torch.Tensor:
-    """DPC-kNN score [n] of tokens x [n, D] in float32 as the authors compute it, their 1e-6 noise left out."""
-    x = x.float()
-    distance = torch.cdist(x[None], x[None])[0] / (x.shape[-1] ** 0.5)  # [n, n]
-    nearest = torch.topk(distance, min(neighbours, x.shape[0]), dim=-1, largest=False).values
-    density = torch.exp(-(nearest ** 2).mean(dim=-1))  # [n]
-    denser = (density[None, :] > density[:, None]).float()  # [n, n]: column denser than row
-    reach = (distance * denser + distance.max() * (1 - denser)).min(dim=-1).values
-    return reach * density
-
-
 def fastvid_video_authors(features: torch.Tensor, budget: float, saliency: torch.Tensor,
                           config: FastVIDConfig) -> Selection:
     """The authors' Qwen2.5-VL FastVID on one video: features [T, P, D], saliency [T, P] -> Selection (frame-major).
@@ -296,7 +285,8 @@ def fastvid_video_authors(features: torch.Tensor, budget: float, saliency: torch
                 if top is not None:
                     rest[top] = False
                 remaining = torch.nonzero(rest).flatten()
-                chosen = torch.topk(authors_density_scores(features[f, remaining]), int(context[f])).indices
+                chosen = torch.topk(authors_density_scores(features[f, remaining], DENSITY_NEIGHBOURS),
+                                    int(context[f])).indices
                 centres_of.append(f * patches + remaining[chosen.sort().values])
         keep[segment[is_salient]] = True
         for centres in centres_of:

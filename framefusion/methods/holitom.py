@@ -45,6 +45,7 @@ Deliberate deviations:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,8 +53,8 @@ from torch import nn
 
 from framefusion.api import install_reducer
 from framefusion.core.prune import attention_importance, keep_most_important
-from framefusion.methods.clustering import dpc_knn_scores, nearest_centre, top_indices
-from framefusion.methods.common import check_budget
+from framefusion.methods.clustering import authors_density_scores, dpc_knn_scores, nearest_centre, top_indices
+from framefusion.methods.common import check_budget, check_budget_rule
 from framefusion.methods.oneshot import SALIENCY, Selection, Stage, StagedReduction, keep_per_video, saliency_source
 
 REFERENCE_LAYER, REFERENCE_DEPTH = 18, 28  # the authors' inner layer on Qwen2-7B
@@ -147,7 +148,8 @@ def apportion(sizes: torch.Tensor, total: int) -> torch.Tensor:
     return counts
 
 
-def cluster_merge(x: torch.Tensor, count: int, knn: int, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def cluster_merge(x: torch.Tensor, count: int, knn: int, beta: float, scores=dpc_knn_scores
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep `count` DPC-kNN centres of tokens x [n, D]; the others join their nearest centre (Euclidean).
 
     Returns (into [n] long: the centre (0..n-1) each token joined, itself for a centre, -1 when count is 0;
@@ -157,7 +159,7 @@ def cluster_merge(x: torch.Tensor, count: int, knn: int, beta: float) -> tuple[t
     x = x.float()
     if count <= 0 or count >= n:
         return (torch.full((n,), -1) if count <= 0 else torch.arange(n)).to(x.device), x
-    centres = top_indices(dpc_knn_scores(x, min(knn, count)), count)  # [c] ascending
+    centres = top_indices(scores(x, min(knn, count)), count)  # [c] ascending
     into = centres.new_zeros(n)
     into[centres] = centres
     others = torch.ones(n, dtype=torch.bool, device=x.device)
@@ -171,7 +173,7 @@ def cluster_merge(x: torch.Tensor, count: int, knn: int, beta: float) -> tuple[t
 
 
 def spatial_merge(index: torch.Tensor, static: bool, count: int, merged: torch.Tensor, rank: torch.Tensor,
-                  into: torch.Tensor, config: HoliTomConfig) -> None:
+                  into: torch.Tensor, config: HoliTomConfig, scores=dpc_knn_scores) -> None:
     """Keep `count` of the group of tokens `index` [g], in place in merged [n, D] and into [n]: a static group
     keeps DPC-kNN centres; a dynamic one its top round(count (1 - D)) by rank [n], plus centres of the rest."""
     dominant = 0 if static else round(count * (1 - config.context_share))
@@ -179,20 +181,31 @@ def spatial_merge(index: torch.Tensor, static: bool, count: int, merged: torch.T
     rest = torch.ones(index.numel(), dtype=torch.bool, device=index.device).index_fill_(0, top, False)
     into[index[top]] = index[top]
     rest = index[rest]
-    local, states = cluster_merge(merged[rest], count - dominant, config.knn, config.beta)
+    local, states = cluster_merge(merged[rest], count - dominant, config.knn, config.beta, scores)
     into[rest] = torch.where(local >= 0, rest[local.clamp(min=0)], -1)
     merged[rest] = states
 
 
+def authors_group_counts(groups: list[tuple[torch.Tensor, bool]], ratio: float) -> list[int]:
+    """The authors' per-group counts at retention `ratio` (their r'): round(n_s r') a window's static tokens,
+    ceil(n_dyn r') a frame's dynamic ones (`merge_tokens_by_density`, `merge_tokens_by_attention_density`)."""
+    return [round(index.numel() * ratio) if static else math.ceil(index.numel() * ratio) for index, static in groups]
+
+
 def holitom_video(features: torch.Tensor, budget: float, saliency: torch.Tensor,
-                  config: HoliTomConfig = HoliTomConfig()) -> Selection:
-    """features [T, P, D], saliency [T, P] of one video -> the Selection [T * P] keeping round(budget T P) tokens."""
+                  config: HoliTomConfig = HoliTomConfig(), budget_rule: str = "matched") -> Selection:
+    """features [T, P, D], saliency [T, P] of one video -> the Selection [T * P] keeping round(budget T P) tokens
+    (budget_rule "authors": the authors' per-window and per-frame rounding at r' = min(budget N / (N - reduced), 1),
+    and their DPC-kNN scores without noise)."""
     frames, patches, _ = features.shape
     n, device = frames * patches, features.device
     x, rank = features.float().reshape(n, -1), saliency.float().reshape(n)
     reach = static_reach(patch_similarity(features), config.tau)  # [T, P]
     windows, reduced = segment_frames(window_gains(reach), config.max_window)
     target = min(max(round(budget * n), 1), n)
+    authors_ratio = min(budget / ((n - reduced) / n), 1)
+    if budget_rule == "authors":
+        target = n - reduced if authors_ratio >= 1 else -1  # no static runs split; -1: always the spatial merge
     owner = torch.arange(n, device=device).reshape(frames, patches)  # the token each token merges into in time
     statics = []  # per window: its static patches [n_s]
     for u, v in windows:
@@ -221,9 +234,12 @@ def holitom_video(features: torch.Tensor, budget: float, saliency: torch.Tensor,
             groups += [(u * patches + static, True)] if static.numel() else []
             groups += [(f * patches + torch.nonzero(dynamic).flatten(), False) for f in range(u, v + 1)
                        if dynamic.any()]
-        counts = apportion(torch.tensor([g.numel() for g, _ in groups]), target).tolist()
+        if budget_rule == "authors":
+            counts, scores = authors_group_counts(groups, authors_ratio), authors_density_scores
+        else:
+            counts, scores = apportion(torch.tensor([g.numel() for g, _ in groups]), target).tolist(), dpc_knn_scores
         for (index, static), count in zip(groups, counts):
-            spatial_merge(index, static, count, merged, rank, into, config)
+            spatial_merge(index, static, count, merged, rank, into, config, scores)
         keep = into == torch.arange(n, device=device)
         into = torch.where(owner == torch.arange(n, device=device), into, into[owner])  # follow the time merge
     into = torch.where(keep, torch.full_like(into, -1), into)
@@ -287,13 +303,15 @@ def holitom_budget(budget: float, num_layers: int, point: int | None, ratio: flo
 
 
 def apply_holitom(model: nn.Module, budget: float = 0.3, saliency: str = "attention", inner: bool = True,
-                  **hyperparameters) -> nn.Module:
+                  budget_rule: str = "matched", **hyperparameters) -> nn.Module:
     """Install HoliTom in place so that the mean over layers of kept video tokens is `budget`.
 
     saliency: "attention" (vision encoder) or "norm" (feature norm); inner: also merge at layer K;
-    hyperparameters: the fields of HoliTomConfig.
+    budget_rule "authors": the outer stage retains `budget` by the authors' arithmetic (their RETAIN_RATIO), the
+    inner merge comes on top; hyperparameters: the fields of HoliTomConfig.
     """
     check_budget(budget)
+    check_budget_rule(budget_rule)
     config = HoliTomConfig(**hyperparameters)
     if saliency not in SALIENCY:
         raise ValueError(f"saliency={saliency!r}: choose one of {', '.join(SALIENCY)}")
@@ -302,11 +320,13 @@ def apply_holitom(model: nn.Module, budget: float = 0.3, saliency: str = "attent
     score = saliency_source(model, "holitom", saliency)
 
     def video_fn(features, retention, rank):
-        return holitom_video(features, retention, rank, config)
+        return holitom_video(features, retention, rank, config, budget_rule)
 
     def make_reducer(layout, stack, device):
         point = holitom_point(stack, config.inner_layer) if inner else None
         outer, ratio = holitom_budget(budget, stack.num_layers, point, config.inner_ratio)
+        if budget_rule == "authors":
+            outer, ratio = budget, (config.inner_ratio if point is not None else 0.0)
         stages = [Stage(0, lambda lay, hidden, _attention: keep_per_video(lay, hidden, outer, video_fn,
                                                                           score(hidden)))]
         if point is not None and ratio > 0:
