@@ -39,6 +39,24 @@ segments). Deliberate deviations, with the reason:
 - Density score (clustering.dpc_knn_scores, shared with HoliTom): ties broken by a deterministic ramp instead
   of U(0, 1) * 1e-6 noise; the densest token's delta is the largest distance within the frame, as the authors'.
 Kept tokens keep their own positions (a context token its own, as in the authors' code).
+
+budget_rule="authors" follows the authors' Qwen2.5-VL code instead (LunarShen/FastVID @a40a109,
+fastvid_qwen25vl/.../qwenvlutils/modeling_qwen2_5_vl.py, `Qwen2_5_VLForConditionalGeneration.forward`), the only
+FastVID they ship for a Qwen-VL model, token for token (benchmarks/against_authors/fastvid: identical kept sets and
+greedy ids on a tiny Qwen2.5-VL): int(P * budget) tokens a frame; per segment of n frames a context share
+max(int(n int(P R) d), 1); inside a segment, a frame whose mean feature has cosine >= 0.95 with the next frame's
+(their DySeg_ignore) gives its budget to the last frame of its run, the salient share is split evenly over the
+remaining frames (the first ones take the remainder) and the context share over every p-th of them counted from
+the segment end, each capped at P // 2 (what a cap cuts is lost: 0.19 kept at budget 0.25 on 16 temporal frames
+of the harness clip); each anchor's context tokens absorb every other token of the segment that is not salient
+(other anchors' context tokens included); tau defaults to their Qwen2.5-VL script's 0.84; the saliency is theirs
+on Qwen-VL towers (the vision transformer's last block, per frame: softmax of the frame's mean query against each
+LLM token's mean key, head mean), whatever adapters/vision_attention.py reads; the density has no noise (their
+U(0, 1) * 1e-6 is fixed at 0 in the harness). Where their code fails, the choice here: at int(P * budget) = 1 a
+one-frame segment has no salient token and their `torch.cat` of an empty list raises (budget 0.1 on 16-token
+frames); here that segment keeps its context token only. int(P * budget) = 0 is a ValueError naming the smallest
+budget. Their lmms-eval wrapper drops the fps it computes, so their runs used a 2-fps temporal position spacing;
+here positions are transformers' for the given clip.
 """
 
 from __future__ import annotations

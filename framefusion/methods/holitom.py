@@ -38,6 +38,12 @@ Deliberate deviations:
 - Ties: DPC-kNN (clustering.py) breaks density ties by a deterministic ramp instead of random noise (the
   densest token's delta is the largest distance of the group, as the authors'); top-k by saliency or attention
   goes to the earlier token on ties.
+- budget_rule="authors": the outer stage keeps what the authors' arithmetic keeps at their RETAIN_RATIO = budget
+  (ceil(n_dyn r') a frame's dynamic tokens, round(n_s r') a window's static ones, r' = min(R N / (N - reduced), 1);
+  no run splitting) with their DPC-kNN scores in float32 and without noise, and the inner merge comes on top
+  (kept_ratio below the budget, reported). On the harness inputs it gives their outer stage's tokens exactly
+  (benchmarks/against_authors/selection: cokeshao/HoliTom @e9b2972, max |diff| 0); "matched" differs there only by
+  the apportionment (0.86-0.99 of their tokens found among ours).
 - Saliency: "attention" is the vision encoder's attention each token receives (framefusion's vision probe, the
   authors' SigLIP last-layer head and query mean); "norm" is the L2 norm of the projected token, the proxy of
   VidCom2's Qwen adaptation (`token_compressor/holitom/core.py`), for families without a probe (InternVL).

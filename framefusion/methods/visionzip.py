@@ -25,6 +25,15 @@ Deliberate deviations, with the reason:
   their code divides by a contextual count of 0; here S is 1 (one contextual token) and the kept_ratio says so.
 - saliency="norm" ranks by the feature L2 norm instead (VidCom2's Qwen adaptation); families whose vision
   encoder attention is not read here need it.
+
+VisionZip's own repository (dvlab-research/VisionZip @3151f6d) patches only the original LLaVA's CLIP tower for
+LLaVA-1.5 / LLaVA-NeXT images: no video and no Qwen code, so every video VisionZip is an adaptation. This one follows
+HoliTom's LLaVA-OneVision port, the one with published video numbers: with budget_rule="authors" and the same
+saliency and metric it gives the port's tokens exactly (benchmarks/against_authors/selection, max |diff| 0). VidCom2's
+Qwen adaptation (xuyang-liu16/VidCom2 branch qwen @a85d485, token_compressor/visionzip/) is a different algorithm:
+a dominant share of 0.6 ranked by the feature norm, contextual anchors by the mean cosine to 5 nearest neighbours,
+each merged token the plain mean of its members (anchor included); the kept sets overlap by Jaccard 0.07-0.56 with
+this one at the same per-frame counts.
 """
 
 from __future__ import annotations
