@@ -7,7 +7,6 @@ import torch
 from framefusion.core.layout import TokenLayout
 from framefusion.core.stats import ReductionStats, StepRecord
 
-
 BUDGET_RULES = ("matched", "authors")  # budget_rule: the exactly matched budget, or the authors' own arithmetic
 
 

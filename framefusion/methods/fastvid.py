@@ -68,9 +68,20 @@ import torch
 from torch import nn
 
 from framefusion.api import install_reducer
-from framefusion.methods.clustering import authors_density_scores, dpc_knn_scores, nearest_centre, top_indices
+from framefusion.methods.clustering import (
+    authors_density_scores,
+    dpc_knn_scores,
+    nearest_centre,
+    top_indices,
+)
 from framefusion.methods.common import check_budget, check_budget_rule
-from framefusion.methods.oneshot import OneShotReduction, Selection, install_pre_llm, keep_per_video, saliency_source
+from framefusion.methods.oneshot import (
+    OneShotReduction,
+    Selection,
+    install_pre_llm,
+    keep_per_video,
+    saliency_source,
+)
 from framefusion.methods.vidcom2 import frame_budgets
 
 DENSITY_NEIGHBOURS = 4  # k of DPC-kNN, itself included

@@ -14,6 +14,7 @@ Writes WORK_DIR/theirs.json.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import sys
@@ -33,7 +34,7 @@ def flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k):
     """Stand-in: non-causal softmax attention inside each [cu[i], cu[i+1]) block; q, k, v [n, H, d] -> [n, H, d]."""
     out = torch.empty_like(q)
     bounds = cu_q.tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         qi, ki, vi = (t[a:b].transpose(0, 1).float() for t in (q, k, v))  # [H, m, d]
         probs = torch.softmax(qi @ ki.transpose(-1, -2) / qi.shape[-1] ** 0.5, dim=-1)
         out[a:b] = (probs @ vi).transpose(0, 1).to(q.dtype)

@@ -81,7 +81,7 @@ def run_cli(ckpt: Path, clip: Path, method: str, budget: float, rule: str) -> di
            "--budget", str(budget), "--budget-rule", rule, "--frames", str(FRAMES), "--max-new-tokens",
            str(NEW_TOKENS), "--device", "cpu", "--json"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO), check=False)
     if out.returncode:
         raise SystemExit(f"ours.py: {' '.join(cmd)} failed:\n{out.stderr}")
     payload = json.loads(out.stdout)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "qwen_e2e"))
-from table import compare  # noqa: E402
+from table import compare
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
