@@ -83,20 +83,25 @@ def main(argv: Sequence[str] | None = None) -> list[MethodScore]:
     parser.add_argument("--model", default=DEMO_NAME)
     parser.add_argument("--num-frames", type=int, default=DEMO_NUM_FRAMES)
     parser.add_argument("--json", type=Path, default=None, help="also write the scores as JSON here")
+    parser.add_argument("--tasks", nargs="+", default=None, help=f"score only these tasks ({', '.join(TASKS)})")
+    parser.add_argument("--budget-rule", choices=("matched", "authors"), default="matched",
+                        help="budget_rule of the methods that take one (VidCom2, FastVID, VisionZip, EVS)")
     args = parser.parse_args(argv)
     for method in args.methods:
         if method not in method_names():
             parser.error(f"unknown method {method!r}; registered: {', '.join(method_names())}")
 
     command = "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    items = heldout_set(args.data, args.questions, args.seed)[: args.limit]
+    items = heldout_set(args.data, args.questions, args.seed)
+    items = [item for item in items if args.tasks is None or item.task in args.tasks][: args.limit]
     loaded = load_model(args.model, device="cpu", dtype="fp32")
     model, processor = loaded.model, loaded.processor
     scores = []
     for method, budget in runs(args.methods, args.budgets):
         start = time.perf_counter()
         score = evaluate_dataset(LoadedModel.of(model, processor), items, method=method, budget=budget,
-                                 num_frames=args.num_frames, max_new_tokens=DEMO_MAX_NEW_TOKENS)
+                                 num_frames=args.num_frames, max_new_tokens=DEMO_MAX_NEW_TOKENS,
+                                 params={"budget_rule": args.budget_rule})
         print(f"{method} @ {budget:g}: {100 * score.accuracy:.1f}% ({score.correct}/{score.total}), "
               f"kept_ratio {score.kept_ratio:.3f}, {time.perf_counter() - start:.0f} s", file=sys.stderr)
         scores.append(score)

@@ -32,12 +32,13 @@ class ReductionOptions:
     ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND
     importance_queries: o.ImportanceQueries = None
     saliency: o.Saliency = "attention"
+    budget_rule: o.BudgetRule = "matched"
 
     def params(self) -> dict[str, Any]:
         """The parameters by the library's names (framefusion.apply_method); an unset similarity is left out, so
         the model's stored calibration or its family's default applies."""
         params = {"ratio_lower_bound": self.ratio_lower_bound, "importance_queries": self.importance_queries,
-                  "saliency": self.saliency}
+                  "saliency": self.saliency, "budget_rule": self.budget_rule}
         if self.similarity is not None:
             params["similarity_lower_bound"] = self.similarity
         return params

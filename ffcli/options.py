@@ -157,6 +157,11 @@ Saliency = Annotated[Literal["attention", "norm"], typer.Option(
          "LLaVA-OneVision and InternVL2.5 original-format towers) or by the feature norm (norm: any family, as "
          "VidCom2's Qwen adaptation).")]
 
+BudgetRule = Annotated[Literal["matched", "authors"], typer.Option(
+    rich_help_panel=REDUCTION_PANEL,
+    help="VidCom2, FastVID, VisionZip, EVS, HoliTom: matched keeps exactly round(budget * video tokens); authors "
+         "follows the authors' own per-frame arithmetic (their published setting; the achieved budget is reported).")]
+
 Frames = Annotated[int | None, typer.Option(
     callback=check_frames, metavar="N", rich_help_panel=VIDEO_PANEL,
     help=f"Frames sampled uniformly in time (default {DEFAULT_FRAMES}, at most {MAX_FRAMES}).")]

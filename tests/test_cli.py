@@ -118,7 +118,8 @@ def test_ask_json_is_one_object_with_the_documented_keys(model_args, video_file)
     assert len(payload["tokens_per_layer"]) == 4 and payload["peak_memory_bytes"] > 0
     assert payload["importance_queries"] == 4  # the Qwen-VL family's default rule
     assert payload["params"] == {"similarity_lower_bound": 0.5, "ratio_lower_bound": 0.1, "importance_queries": None,
-                                 "saliency": "attention"}  # Qwen2-VL's threshold, the authors' (no calibration stored)
+                                 "saliency": "attention", "budget_rule": "matched"}  # Qwen2-VL's threshold, the
+    # authors' (no calibration stored)
     assert payload["similarity_threshold"] == 0.5 and payload["threshold_source"].startswith("family default")
     assert len(payload["answer_ids"]) == 2 and all(isinstance(i, int) for i in payload["answer_ids"])
 

@@ -58,21 +58,21 @@ METHODS: dict[str, Method] = {
     "streamingllm": Method("streamingllm", "attention sink of 8 tokens plus a recent window (StreamingLLM)",
                            apply_streamingllm, params=("sink",)),
     "vidcom2": Method("vidcom2", "keep each frame's outlier tokens, frame budgets by distinctiveness (VidCom2)",
-                      apply_vidcom2),
+                      apply_vidcom2, params=("budget_rule",)),
     "evs": Method("evs", "keep the first frame, then the tokens that changed most since the previous frame (EVS)",
-                  apply_evs),
+                  apply_evs, params=("budget_rule",)),
     "uniform": Method("uniform", "the dense model on fewer, uniformly sampled frames (Original*)", apply_uniform,
                       select_frames=select_uniform_frames),
     "visionzip": Method("visionzip", "per frame, dominant tokens by vision-encoder attention plus contextual "
-                                     "merges (VisionZip)", apply_visionzip, params=("saliency",)),
+                                     "merges (VisionZip)", apply_visionzip, params=("saliency", "budget_rule")),
     "fastvid": Method("fastvid", "segments of similar frames; per frame salient tokens, density-peak context "
                                  "tokens on anchor frames that absorb the rest (FastVID)", apply_fastvid,
                       params=("saliency", "min_segments", "cut_threshold", "context_ratio", "anchor_interval",
-                              "context_weight")),
+                              "context_weight", "budget_rule")),
     "holitom": Method("holitom", "holistic temporal merging of static patches and spatial merging before the LLM, "
                                  "attention-ranked merging inside it (HoliTom)", apply_holitom,
                       params=("saliency", "inner", "tau", "beta", "context_share", "knn", "max_window", "inner_ratio",
-                              "inner_layer")),
+                              "inner_layer", "budget_rule")),
     "dycoke": Method("dycoke", "temporal pruning of 4-frame windows, then KV pruning by attention (DyCoke)",
                      apply_dycoke, params=("ttm_rate", "kv_layer")),
 }

@@ -41,6 +41,17 @@ def dpc_knn_scores(x: torch.Tensor, k: int) -> torch.Tensor:
     return (rho * delta).float()
 
 
+def authors_density_scores(x: torch.Tensor, k: int) -> torch.Tensor:
+    """DPC-kNN score [n] of tokens x [n, d] in float32 exactly as the FastVID and HoliTom code computes it, with
+    their U(0, 1) * 1e-6 density noise left out (exact ties are then left to top-k; budget_rule="authors")."""
+    x = x.float()
+    distance = pairwise_distance(x)  # [n, n]
+    nearest = torch.topk(distance, max(1, min(k, x.shape[0])), dim=-1, largest=False).values
+    density = torch.exp(-(nearest ** 2).mean(dim=-1))  # [n]
+    denser = (density[None, :] > density[:, None]).float()  # [n, n]: column token denser than row token
+    return (distance * denser + distance.max() * (1 - denser)).min(dim=-1).values * density
+
+
 def top_indices(score: torch.Tensor, count: int) -> torch.Tensor:
     """The `count` highest-scoring indices [count], in ascending index order (ties to the lower index)."""
     if count <= 0:

@@ -7,6 +7,14 @@ import torch
 from framefusion.core.layout import TokenLayout
 from framefusion.core.stats import ReductionStats, StepRecord
 
+BUDGET_RULES = ("matched", "authors")  # budget_rule: the exactly matched budget, or the authors' own arithmetic
+
+
+def check_budget_rule(budget_rule: str) -> None:
+    """Raise ValueError unless budget_rule is "matched" or "authors"."""
+    if budget_rule not in BUDGET_RULES:
+        raise ValueError(f"budget_rule={budget_rule!r}: choose one of {', '.join(BUDGET_RULES)}")
+
 
 def check_budget(budget: float) -> None:
     """Raise ValueError unless 0 < budget <= 1."""

@@ -19,7 +19,10 @@ Deliberate deviations, with the reason:
   n is set from the budget instead. L is lowered (as FastV's K) when the model is too shallow for the budget,
   and follows the first attention layer on hybrid decoders.
 - The reference's TTM loop skips the last window's third frame and drops an odd last frame; here every window,
-  the last partial one included, follows the same rule. Kept tokens keep their positions (the reference's
+  the last partial one included, follows the same rule. Against their `dycole_ttm` (KD-TAO/DyCoke @dd74634,
+  benchmarks/against_authors/selection) that is the only difference without exact similarity ties (ours is their
+  kept set less frame 6 of 8's extra tokens); with exact ties (static patches of identical features) top-k breaks
+  them differently (torch.topk there, the lower index here). Kept tokens keep their positions (the reference's
   similarity order within a frame is irrelevant here).
 """
 

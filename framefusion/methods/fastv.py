@@ -14,6 +14,15 @@ of 0, 1, 2 with K + 1 < L * C, so that some video tokens survive past layer K an
 budget cannot be met: FastV keeps the fewest it may (one token per video) and the statistics report the
 budget it reached. A model with L <= K + 1 layers prunes after layer L - 2 instead (the last layer is then
 the only reduced one); a one-layer model cannot prune by attention at all.
+
+Against the authors' code (pkunlp-icler/FastV @d165972, the "inplace" token drop in their transformers 4.31 fork's
+LlamaModel.forward; benchmarks/against_authors/fastv, a tiny LLaMA language model): our `layer` K is their
+`fast_v_agg_layer` K + 1 (they drop tokens before layer AGG_LAYER, ranked by layer AGG_LAYER - 1's attention; here
+after layer K's attention, ranked by it), and with that and their ATTENTION_RANK = our k the kept sets are identical
+and the logits agree within 2.1e-7. So this K = 2 is their agg layer 3 (their demo's `fastv_k: 3`), and the paper's
+"K = 2" read as their agg layer 2 is layer=1 here. Their ATTENTION_RANK is a fixed count ((1 - R) N for their R);
+here k follows from the budget (the formula above); to reproduce their K, R: layer=K - 1, budget = (K + (L - K)(1 -
+R)) / L. Their inplace path has no KV cache (their README); this one prunes the cache too.
 """
 
 from __future__ import annotations

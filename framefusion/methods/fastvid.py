@@ -39,17 +39,51 @@ segments). Deliberate deviations, with the reason:
 - Density score (clustering.dpc_knn_scores, shared with HoliTom): ties broken by a deterministic ramp instead
   of U(0, 1) * 1e-6 noise; the densest token's delta is the largest distance within the frame, as the authors'.
 Kept tokens keep their own positions (a context token its own, as in the authors' code).
+
+budget_rule="authors" follows the authors' Qwen2.5-VL code instead (LunarShen/FastVID @a40a109,
+fastvid_qwen25vl/.../qwenvlutils/modeling_qwen2_5_vl.py, `Qwen2_5_VLForConditionalGeneration.forward`), the only
+FastVID they ship for a Qwen-VL model, token for token (benchmarks/against_authors/fastvid: identical kept sets and
+greedy ids on a tiny Qwen2.5-VL): int(P * budget) tokens a frame; per segment of n frames a context share
+max(int(n int(P R) d), 1); inside a segment, a frame whose mean feature has cosine >= 0.95 with the next frame's
+(their DySeg_ignore) gives its budget to the last frame of its run, the salient share is split evenly over the
+remaining frames (the first ones take the remainder) and the context share over every p-th of them counted from
+the segment end, each capped at P // 2 (what a cap cuts is lost: 0.19 kept at budget 0.25 on 16 temporal frames
+of the harness clip); each anchor's context tokens absorb every other token of the segment that is not salient
+(other anchors' context tokens included); tau defaults to their Qwen2.5-VL script's 0.84; the saliency is theirs
+on Qwen-VL towers (the vision transformer's last block, per frame: softmax of the frame's mean query against each
+LLM token's mean key, head mean), whatever adapters/vision_attention.py reads; the density has no noise (their
+U(0, 1) * 1e-6 is fixed at 0 in the harness). Where their code fails, the choice here: at int(P * budget) = 1 a
+one-frame segment has no salient token and their `torch.cat` of an empty list raises (budget 0.1 on 16-token
+frames); here that segment keeps its context token only. int(P * budget) = 0 is a ValueError naming the smallest
+budget. Their lmms-eval wrapper drops the fps it computes, so their runs used a 2-fps temporal position spacing;
+here positions are transformers' for the given clip.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from framefusion.methods.clustering import dpc_knn_scores, nearest_centre, top_indices
-from framefusion.methods.oneshot import Selection, install_pre_llm
+from framefusion.core.patches import PatchStack
+from framefusion.methods.clustering import (
+    authors_density_scores,
+    dpc_knn_scores,
+    nearest_centre,
+    top_indices,
+)
+from framefusion.methods.common import check_budget, check_budget_rule
+from framefusion.methods.install import install_method
+from framefusion.methods.oneshot import (
+    OneShotReduction,
+    Selection,
+    check_saliency,
+    install_pre_llm,
+    keep_per_video,
+    saliency_source,
+)
 from framefusion.methods.vidcom2 import frame_budgets
 
 DENSITY_NEIGHBOURS = 4  # k of DPC-kNN, itself included
@@ -195,15 +229,211 @@ def fastvid_video(features: torch.Tensor, budget: float, saliency: torch.Tensor,
     return Selection(keep, merged, merged_into)
 
 
+# ---- the authors' Qwen2.5-VL procedure (budget_rule="authors") -----------------------------------------------
+AUTHORS_CUT_THRESHOLD = 0.84  # tau of the authors' Qwen2.5-VL script (their LLaVA scripts: 0.9)
+AUTHORS_SKIP_THRESHOLD = 0.95  # their DySeg_ignore: a frame this similar to the next one gives its budget on
+
+
+def authors_segments(features: torch.Tensor, min_segments: int, cut_threshold: float) -> list[int]:
+    """Segment lengths as the authors' code cuts them: the min_segments - 1 lowest transitions and all < tau."""
+    transitions = frame_transitions(features)
+    if min_segments - 1 > transitions.numel():
+        raise ValueError(f"FastVID with budget_rule='authors' needs at least min_segments = {min_segments} frames "
+                         f"(the authors' top-k of the {transitions.numel()} transitions fails); this video has "
+                         f"{features.shape[0]}")
+    return segment_lengths(transitions, min_segments, cut_threshold)
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """total split over parts, the first ones taking the remainder (the authors' chunking)."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def authors_frame_counts(features: torch.Tensor, patches: int, budget: float, config: FastVIDConfig
+                         ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """(salient [T], context [T], segment lengths) by the authors' arithmetic: int(P * budget) a frame, a segment's
+    context share max(int(n * d), 1), frames nearly equal to the next (cosine >= the skip threshold) give their
+    budget to the last of their run, context on every p-th such frame counted from the segment end, at most P // 2."""
+    frames = features.shape[0]
+    per_frame = int(patches * budget)
+    if per_frame < 1:
+        raise ValueError(f"FastVID with budget_rule='authors' keeps int({patches} * {budget:g}) = 0 tokens a frame: "
+                         f"below the authors' arithmetic (their code fails); use a budget >= 1/{patches} or "
+                         "budget_rule='matched'")
+    lengths = authors_segments(features, config.min_segments, config.cut_threshold)
+    g = torch.nn.functional.normalize(features.float().mean(dim=1), dim=-1)  # [T, D]
+    salient = torch.zeros(frames, dtype=torch.long)
+    context = torch.zeros(frames, dtype=torch.long)
+    start = 0
+    for length in lengths:  # loops over segments and their frames, never over tokens
+        retain = per_frame * length
+        ctx_total = max(int(retain * config.context_ratio), 1)
+        sal_total = retain - ctx_total
+        if length == 1:
+            salient[start], context[start] = sal_total, ctx_total
+            start += 1
+            continue
+        similar = (g[start:start + length - 1] * g[start + 1:start + length]).sum(dim=-1)  # [length - 1]
+        cuts = torch.nonzero(similar < AUTHORS_SKIP_THRESHOLD).flatten().tolist()
+        ends = cuts + [length - 1]  # the frames that stay: the last of each run of near-equal frames
+        sal = split_evenly(sal_total, len(ends))
+        anchors = (len(ends) + config.anchor_interval - 1) // config.anchor_interval
+        ctx_share = split_evenly(ctx_total, anchors)
+        ctx = [min(ctx_share[i // config.anchor_interval], patches // 2) if i % config.anchor_interval == 0 else 0
+               for i in range(len(ends))][::-1]  # the anchors counted back from the segment end
+        for j, end in enumerate(ends):
+            f = start + end
+            context[f] = min(ctx[j], patches // 2)
+            salient[f] = min(sal[j], patches - int(context[f]))
+        start += length
+    return salient, context, lengths
+
+
+def fastvid_video_authors(features: torch.Tensor, budget: float, saliency: torch.Tensor,
+                          config: FastVIDConfig) -> Selection:
+    """The authors' Qwen2.5-VL FastVID on one video: features [T, P, D], saliency [T, P] -> Selection (frame-major).
+
+    Each anchor's context token c absorbs every token of its segment that is neither salient nor c itself (other
+    anchors' context tokens included), w * x_c + (1 - w) * mean, w = max(1 / (|S| + 1), beta)."""
+    frames, patches, dim = features.shape
+    device = features.device
+    salient, context, lengths = authors_frame_counts(features, patches, budget, config)
+    flat = features.reshape(frames * patches, dim)
+    keep = torch.zeros(frames * patches, dtype=torch.bool, device=device)
+    merged = flat.clone()
+    merged_into = torch.full((frames * patches,), -1, dtype=torch.long, device=device)
+    start = 0
+    for length in lengths:
+        segment = torch.arange(start * patches, (start + length) * patches, device=device)
+        is_salient = torch.zeros(length * patches, dtype=torch.bool, device=device)
+        centres_of = []
+        for f in range(start, start + length):
+            top = torch.topk(saliency[f], int(salient[f])).indices if salient[f] > 0 else None
+            if top is not None:
+                is_salient[(f - start) * patches + top] = True
+            if context[f] > 0:
+                rest = torch.ones(patches, dtype=torch.bool, device=device)
+                if top is not None:
+                    rest[top] = False
+                remaining = torch.nonzero(rest).flatten()
+                chosen = torch.topk(authors_density_scores(features[f, remaining], DENSITY_NEIGHBOURS),
+                                    int(context[f])).indices
+                centres_of.append(f * patches + remaining[chosen.sort().values])
+        keep[segment[is_salient]] = True
+        for centres in centres_of:
+            others = torch.ones(length * patches, dtype=torch.bool, device=device)
+            others[is_salient] = False
+            others[centres - start * patches] = False
+            sources = segment[others]
+            new, assign = merge_into_context(flat[sources], flat[centres], config.context_weight)
+            merged[centres] = new.to(merged.dtype)
+            keep[centres] = True
+            first = merged_into[sources] < 0
+            merged_into[sources[first]] = centres[assign[first]]
+        start += length
+    merged_into[keep] = -1
+    return Selection(keep, merged, merged_into)
+
+
+class _MeanQuerySaliency:
+    """The authors' Qwen-VL saliency: in the vision transformer's last block, per frame, the softmax attention of
+    the frame's mean query (after rotary) to each LLM token's mean key (its 2x2 patches), averaged over heads."""
+
+    def __init__(self, model: nn.Module, patches: PatchStack):
+        from framefusion.adapters import adapter_for
+        from framefusion.adapters.base import rotate_half
+        from framefusion.adapters.vision_attention import SaliencyProbe
+
+        module = adapter_for(model).multimodal_module(model)
+        visual = getattr(module, "visual", None)
+        if visual is None or not hasattr(visual, "blocks") or not hasattr(visual.blocks[-1].attn, "qkv"):
+            raise ValueError("FastVID with budget_rule='authors' ranks by the authors' Qwen-VL vision saliency; this "
+                             "model has no Qwen-VL vision transformer: use budget_rule='matched'")
+        attention = visual.blocks[-1].attn
+        unit = visual.spatial_merge_size ** 2
+        probe, grids = SaliencyProbe(patches), []
+        full = list(getattr(visual, "fullatt_block_indexes", None) or [])
+
+        def before_visual(_module, args, kwargs):
+            if probe.recording:
+                grids.append(kwargs.get("grid_thw", args[1] if len(args) > 1 else None))
+
+        def before_attention(_module, args, kwargs):
+            if not probe.recording:
+                return
+            hidden = args[0] if args else kwargs["hidden_states"]  # [n_patches, width], normed
+            cos, sin = (t[:, None, :].float() for t in kwargs["position_embeddings"])
+            q, k, _ = attention.qkv(hidden).reshape(hidden.shape[0], 3, attention.num_heads, -1).unbind(1)
+            q = (q.float() * cos + rotate_half(q.float()) * sin).transpose(0, 1)  # [H, n, d]
+            k = (k.float() * cos + rotate_half(k.float()) * sin).transpose(0, 1)
+            heads, _, dim = q.shape
+            scores = []
+            for grid in grids[-1]:  # one video after another, frames of h * w patches
+                frames, patches = int(grid[0]), int(grid[1] * grid[2])
+                size = frames * patches
+                q_video, k_video = q[:, :size].reshape(heads, frames, patches, dim), k[:, :size]
+                q, k = q[:, size:], k[:, size:]
+                mean_q = q_video.mean(dim=2, keepdim=True)  # [H, frames, 1, d]
+                mean_k = k_video.reshape(heads, frames, patches // unit, unit, dim).mean(dim=3)
+                probs = torch.softmax(mean_q @ mean_k.transpose(-1, -2) / math.sqrt(dim), dim=-1)
+                scores.append(probs.mean(dim=2).mean(dim=0).flatten())  # [frames * patches / unit]
+            probe.parts.append(torch.cat(scores))
+
+        def finish(parts, _kwargs):
+            saliency = torch.cat(parts)
+            if full and grids:  # Qwen2.5-VL ran in window order: back to the merger's output order
+                from transformers.vision_utils import get_vision_window_index
+
+                window, _ = get_vision_window_index(torch.cat(grids), spatial_merge_size=visual.spatial_merge_size,
+                                                    window_size=visual.window_size, patch_size=visual.patch_size)
+                saliency = saliency[torch.argsort(window.to(saliency.device))]
+            grids.clear()
+            return saliency
+
+        probe.hook(visual.register_forward_pre_hook(before_visual, with_kwargs=True), "vision grids")
+        probe.hook(attention.register_forward_pre_hook(before_attention, with_kwargs=True), "vision attention")
+        probe.watch_video_encoder(module, finish)
+        self.probe = probe
+
+    def __call__(self, vision_hidden: torch.Tensor) -> torch.Tensor:
+        taken = self.probe.take()
+        if taken.numel() != vision_hidden.shape[0]:
+            raise RuntimeError(f"the vision encoder scored {taken.numel()} video tokens but the prompt has "
+                               f"{vision_hidden.shape[0]}")
+        return taken
+
+
 def apply_fastvid(model: nn.Module, budget: float = 0.3, saliency: str = "attention", *, min_segments: int = 8,
-                  cut_threshold: float = 0.9, context_ratio: float = 0.4, anchor_interval: int = 4,
-                  context_weight: float = 0.6) -> nn.Module:
-    """Install FastVID in place: round(budget * N_v) salient and merged context tokens per video, before the LLM."""
+                  cut_threshold: float | None = None, context_ratio: float = 0.4, anchor_interval: int = 4,
+                  context_weight: float = 0.6, budget_rule: str = "matched") -> nn.Module:
+    """Install FastVID in place: round(budget * N_v) salient and merged context tokens per video, before the LLM.
+
+    cut_threshold None: 0.9 (the authors' LLaVA scripts), 0.84 with budget_rule="authors" (their Qwen2.5-VL
+    script); budget_rule="authors": the authors' Qwen2.5-VL procedure (see the module docstring)."""
     if saliency is None:
         raise ValueError("FastVID ranks salient tokens by a saliency: pass saliency='attention' or 'norm'")
+    check_budget_rule(budget_rule)
+    if cut_threshold is None:
+        cut_threshold = AUTHORS_CUT_THRESHOLD if budget_rule == "authors" else 0.9
     config = FastVIDConfig(min_segments, cut_threshold, context_ratio, anchor_interval, context_weight)
+    if budget_rule == "matched":
+        def video_fn(features: torch.Tensor, budget: float, scores: torch.Tensor) -> Selection:
+            return fastvid_video(features, budget, scores, config)
 
-    def video_fn(features: torch.Tensor, budget: float, scores: torch.Tensor) -> Selection:
-        return fastvid_video(features, budget, scores, config)
+        return install_pre_llm(model, "fastvid", "FastVID", budget, video_fn, saliency=saliency)
+    check_budget(budget)
+    check_saliency(saliency)
 
-    return install_pre_llm(model, "fastvid", "FastVID", budget, video_fn, saliency=saliency)
+    def build(patches: PatchStack):
+        score = _MeanQuerySaliency(model, patches) if saliency == "attention" else \
+            saliency_source(model, "fastvid", saliency, patches)
+
+        def make_reducer(layout, stack, device):
+            return OneShotReduction(layout, stack.num_layers, device, "fastvid", 0,
+                                    lambda lay, hidden, _attention: keep_per_video(
+                                        lay, hidden, budget, lambda f, b, sc: fastvid_video_authors(f, b, sc, config),
+                                        score(hidden)))
+
+        return make_reducer
+
+    return install_method(model, f"FastVID(budget={budget}, saliency={saliency}, budget_rule=authors)", build)

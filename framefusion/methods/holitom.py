@@ -38,6 +38,12 @@ Deliberate deviations:
 - Ties: DPC-kNN (clustering.py) breaks density ties by a deterministic ramp instead of random noise (the
   densest token's delta is the largest distance of the group, as the authors'); top-k by saliency or attention
   goes to the earlier token on ties.
+- budget_rule="authors": the outer stage keeps what the authors' arithmetic keeps at their RETAIN_RATIO = budget
+  (ceil(n_dyn r') a frame's dynamic tokens, round(n_s r') a window's static ones, r' = min(R N / (N - reduced), 1);
+  no run splitting) with their DPC-kNN scores in float32 and without noise, and the inner merge comes on top
+  (kept_ratio below the budget, reported). On the harness inputs it gives their outer stage's tokens exactly
+  (benchmarks/against_authors/selection: cokeshao/HoliTom @e9b2972, max |diff| 0); "matched" differs there only by
+  the apportionment (0.86-0.99 of their tokens found among ours).
 - Saliency: "attention" is the vision encoder's attention each token receives (framefusion's vision probe, the
   authors' SigLIP last-layer head and query mean); "norm" is the L2 norm of the projected token, the proxy of
   VidCom2's Qwen adaptation (`token_compressor/holitom/core.py`), for families without a probe (InternVL).
@@ -45,6 +51,7 @@ Deliberate deviations:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,8 +59,8 @@ from torch import nn
 
 from framefusion.core.patches import PatchStack
 from framefusion.core.prune import attention_importance, keep_most_important
-from framefusion.methods.clustering import dpc_knn_scores, nearest_centre, top_indices
-from framefusion.methods.common import check_budget
+from framefusion.methods.clustering import authors_density_scores, dpc_knn_scores, nearest_centre, top_indices
+from framefusion.methods.common import check_budget, check_budget_rule
 from framefusion.methods.install import install_method
 from framefusion.methods.oneshot import (
     Selection,
@@ -155,7 +162,8 @@ def apportion(sizes: torch.Tensor, total: int) -> torch.Tensor:
     return counts
 
 
-def cluster_merge(x: torch.Tensor, count: int, knn: int, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def cluster_merge(x: torch.Tensor, count: int, knn: int, beta: float, scores=dpc_knn_scores
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep `count` DPC-kNN centres of tokens x [n, D]; the others join their nearest centre (Euclidean).
 
     Returns (into [n] long: the centre (0..n-1) each token joined, itself for a centre, -1 when count is 0;
@@ -165,7 +173,7 @@ def cluster_merge(x: torch.Tensor, count: int, knn: int, beta: float) -> tuple[t
     x = x.float()
     if count <= 0 or count >= n:
         return (torch.full((n,), -1) if count <= 0 else torch.arange(n)).to(x.device), x
-    centres = top_indices(dpc_knn_scores(x, min(knn, count)), count)  # [c] ascending
+    centres = top_indices(scores(x, min(knn, count)), count)  # [c] ascending
     into = centres.new_zeros(n)
     into[centres] = centres
     others = torch.ones(n, dtype=torch.bool, device=x.device)
@@ -179,7 +187,7 @@ def cluster_merge(x: torch.Tensor, count: int, knn: int, beta: float) -> tuple[t
 
 
 def spatial_merge(index: torch.Tensor, static: bool, count: int, merged: torch.Tensor, rank: torch.Tensor,
-                  into: torch.Tensor, config: HoliTomConfig) -> None:
+                  into: torch.Tensor, config: HoliTomConfig, scores=dpc_knn_scores) -> None:
     """Keep `count` of the group of tokens `index` [g], in place in merged [n, D] and into [n]: a static group
     keeps DPC-kNN centres; a dynamic one its top round(count (1 - D)) by rank [n], plus centres of the rest."""
     dominant = 0 if static else round(count * (1 - config.context_share))
@@ -187,20 +195,31 @@ def spatial_merge(index: torch.Tensor, static: bool, count: int, merged: torch.T
     rest = torch.ones(index.numel(), dtype=torch.bool, device=index.device).index_fill_(0, top, False)
     into[index[top]] = index[top]
     rest = index[rest]
-    local, states = cluster_merge(merged[rest], count - dominant, config.knn, config.beta)
+    local, states = cluster_merge(merged[rest], count - dominant, config.knn, config.beta, scores)
     into[rest] = torch.where(local >= 0, rest[local.clamp(min=0)], -1)
     merged[rest] = states
 
 
+def authors_group_counts(groups: list[tuple[torch.Tensor, bool]], ratio: float) -> list[int]:
+    """The authors' per-group counts at retention `ratio` (their r'): round(n_s r') a window's static tokens,
+    ceil(n_dyn r') a frame's dynamic ones (`merge_tokens_by_density`, `merge_tokens_by_attention_density`)."""
+    return [round(index.numel() * ratio) if static else math.ceil(index.numel() * ratio) for index, static in groups]
+
+
 def holitom_video(features: torch.Tensor, budget: float, saliency: torch.Tensor,
-                  config: HoliTomConfig = HoliTomConfig()) -> Selection:
-    """features [T, P, D], saliency [T, P] of one video -> the Selection [T * P] keeping round(budget T P) tokens."""
+                  config: HoliTomConfig = HoliTomConfig(), budget_rule: str = "matched") -> Selection:
+    """features [T, P, D], saliency [T, P] of one video -> the Selection [T * P] keeping round(budget T P) tokens
+    (budget_rule "authors": the authors' per-window and per-frame rounding at r' = min(budget N / (N - reduced), 1),
+    and their DPC-kNN scores without noise)."""
     frames, patches, _ = features.shape
     n, device = frames * patches, features.device
     x, rank = features.float().reshape(n, -1), saliency.float().reshape(n)
     reach = static_reach(patch_similarity(features), config.tau)  # [T, P]
     windows, reduced = segment_frames(window_gains(reach), config.max_window)
     target = min(max(round(budget * n), 1), n)
+    authors_ratio = min(budget / ((n - reduced) / n), 1)
+    if budget_rule == "authors":
+        target = n - reduced if authors_ratio >= 1 else -1  # no static runs split; -1: always the spatial merge
     owner = torch.arange(n, device=device).reshape(frames, patches)  # the token each token merges into in time
     statics = []  # per window: its static patches [n_s]
     for u, v in windows:
@@ -229,9 +248,12 @@ def holitom_video(features: torch.Tensor, budget: float, saliency: torch.Tensor,
             groups += [(u * patches + static, True)] if static.numel() else []
             groups += [(f * patches + torch.nonzero(dynamic).flatten(), False) for f in range(u, v + 1)
                        if dynamic.any()]
-        counts = apportion(torch.tensor([g.numel() for g, _ in groups]), target).tolist()
+        if budget_rule == "authors":
+            counts, scores = authors_group_counts(groups, authors_ratio), authors_density_scores
+        else:
+            counts, scores = apportion(torch.tensor([g.numel() for g, _ in groups]), target).tolist(), dpc_knn_scores
         for (index, static), count in zip(groups, counts):
-            spatial_merge(index, static, count, merged, rank, into, config)
+            spatial_merge(index, static, count, merged, rank, into, config, scores)
         keep = into == torch.arange(n, device=device)
         into = torch.where(owner == torch.arange(n, device=device), into, into[owner])  # follow the time merge
     into = torch.where(keep, torch.full_like(into, -1), into)
@@ -295,20 +317,22 @@ def holitom_budget(budget: float, num_layers: int, point: int | None, ratio: flo
 
 
 def apply_holitom(model: nn.Module, budget: float = 0.3, saliency: str = "attention", inner: bool = True,
-                  **hyperparameters) -> nn.Module:
+                  budget_rule: str = "matched", **hyperparameters) -> nn.Module:
     """Install HoliTom in place so that the mean over layers of kept video tokens is `budget`.
 
     saliency: "attention" (vision encoder) or "norm" (feature norm); inner: also merge at layer K;
-    hyperparameters: the fields of HoliTomConfig.
+    budget_rule "authors": the outer stage retains `budget` by the authors' arithmetic (their RETAIN_RATIO), the
+    inner merge comes on top; hyperparameters: the fields of HoliTomConfig.
     """
     check_budget(budget)
+    check_budget_rule(budget_rule)
     config = HoliTomConfig(**hyperparameters)
     check_saliency(saliency)
     if not isinstance(inner, bool):
         raise ValueError(f"inner={inner!r} is out of range: expected True or False")
 
     def video_fn(features, retention, rank):
-        return holitom_video(features, retention, rank, config)
+        return holitom_video(features, retention, rank, config, budget_rule)
 
     def build(patches: PatchStack):
         score = saliency_source(model, "holitom", saliency, patches)
@@ -316,6 +340,8 @@ def apply_holitom(model: nn.Module, budget: float = 0.3, saliency: str = "attent
         def make_reducer(layout, stack, device):
             point = holitom_point(stack, config.inner_layer) if inner else None
             outer, ratio = holitom_budget(budget, stack.num_layers, point, config.inner_ratio)
+            if budget_rule == "authors":
+                outer, ratio = budget, (config.inner_ratio if point is not None else 0.0)
             stages = [Stage(0, lambda lay, hidden, _attention: keep_per_video(lay, hidden, outer, video_fn,
                                                                               score(hidden)))]
             if point is not None and ratio > 0:

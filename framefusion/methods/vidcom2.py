@@ -8,9 +8,14 @@ Per video, on its features [T, P, D]:
    of the frame's distinctiveness (minus its mean video similarity), clipped at 1;
 4. keep in each frame the tokens least similar to both centres (the outliers).
 
-Deliberately better than the reference code: the per-frame counts are a largest-remainder apportionment of
-round(budget * T * P) tokens (rate mass cut off by the clip at 1 goes to the other frames, water-filling), so
-they sum to the target exactly; the reference rounds each frame on its own and loses the clipped mass.
+budget_rule="matched" (the default), deliberately unlike the authors' code: the per-frame counts are a
+largest-remainder apportionment of round(budget * T * P) tokens (rate mass cut off by the clip at 1 goes to the
+other frames, water-filling), so they sum to the target exactly. budget_rule="authors": the authors' arithmetic
+(`select_outlier_indices` in xuyang-liu16/VidCom2 `token_compressor/vidcom2/vidcom2.py`, branch qwen @a85d485),
+each frame rounded on its own, round(rate_f * P) clamped to >= 1, so the video keeps what that sums to (at R =
+0.25 on 8 frames of 16 tokens: 35 tokens where "matched" keeps exactly 32); the statistics report the achieved
+kept_ratio. Checked token for token against that code on a tiny Qwen2-VL (benchmarks/against_authors/vidcom2).
+Their Qwen code scores the features in the model's dtype; here in float32 (identical in float32).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import torch
 from torch import nn
 
+from framefusion.methods.common import check_budget_rule
 from framefusion.methods.oneshot import install_pre_llm
 
 BANDWIDTHS = tuple(2.0**k for k in range(-3, 2))  # alpha in exp(-d^2 / (2 alpha))
@@ -106,16 +112,31 @@ def keep_lowest_per_frame(score: torch.Tensor, counts: torch.Tensor) -> torch.Te
     return rank < counts.to(score.device)[:, None]
 
 
-def vidcom2_video_mask(features: torch.Tensor, budget: float) -> torch.Tensor:
-    """features [T, P, D] of one video -> keep [T * P] bool holding round(budget * T * P) tokens (>= 1 a frame)."""
+def authors_frame_counts(rates: torch.Tensor, patches: int) -> torch.Tensor:
+    """The authors' per-frame counts [T] long: each rate [T] times P rounded on its own (half to even), >= 1."""
+    return torch.round(rates * patches).long().clamp(1, patches)
+
+
+def vidcom2_video_mask(features: torch.Tensor, budget: float, budget_rule: str = "matched") -> torch.Tensor:
+    """features [T, P, D] of one video -> keep [T * P] bool holding round(budget * T * P) tokens (>= 1 a frame);
+    budget_rule="authors": the sum of the authors' per-frame counts instead."""
     frames, patches, _ = features.shape
     channels = low_variance_channels(features.reshape(frames * patches, -1))
     video_score, frame_score = centre_similarities(features[..., channels])
     rates = frame_retention_rates(-video_score.mean(dim=1), budget)
-    counts = frame_budgets(rates, patches, round(budget * frames * patches))
+    if budget_rule == "authors":
+        counts = authors_frame_counts(rates, patches)
+    else:
+        counts = frame_budgets(rates, patches, round(budget * frames * patches))
     return keep_lowest_per_frame(video_score + frame_score, counts).flatten()
 
 
-def apply_vidcom2(model: nn.Module, budget: float = 0.3) -> nn.Module:
-    """Install VidCom2 in place: keep round(budget * N_v) video tokens per video before layer 0."""
-    return install_pre_llm(model, "vidcom2", "VidCom2", budget, vidcom2_video_mask)
+def apply_vidcom2(model: nn.Module, budget: float = 0.3, budget_rule: str = "matched") -> nn.Module:
+    """Install VidCom2 in place: keep round(budget * N_v) video tokens per video before layer 0 (budget_rule
+    "authors": the authors' per-frame rounding)."""
+    check_budget_rule(budget_rule)
+
+    def video_fn(features: torch.Tensor, retention: float) -> torch.Tensor:
+        return vidcom2_video_mask(features, retention, budget_rule)
+
+    return install_pre_llm(model, "vidcom2", "VidCom2", budget, video_fn)

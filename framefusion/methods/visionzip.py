@@ -17,10 +17,23 @@ Deliberate deviations, with the reason:
 - Positions: the authors' LLaVA code rebuilds the sequence with dominant then contextual tokens, renumbered; here
   every kept token keeps its own position and a contextual token the position of its target (VidCom2's Qwen
   adaptation does the same), as every method of this package.
-- Budget: S per frame is an exact apportionment of round(budget * T * P) over the frames (floors plus the
-  largest remainders, at least 1 a frame) instead of one rounded count per frame.
+- Budget (budget_rule="matched", the default): S per frame is an exact apportionment of round(budget * T * P)
+  over the frames (floors plus the largest remainders, at least 1 a frame). budget_rule="authors": every frame
+  keeps the same S = int(P * budget) (at least 1), the authors' arithmetic: HoliTom's port takes S per frame as
+  a constant (`SPATIAL_TOKENS`), and VidCom2's Qwen adaptation computes int(P * R); at R = 0.25 on 16-token
+  frames both keep 4 a frame, where "matched" keeps round(0.25 * T * 16). Below one token a frame (P * R < 1)
+  their code divides by a contextual count of 0; here S is 1 (one contextual token) and the kept_ratio says so.
 - saliency="norm" ranks by the feature L2 norm instead (VidCom2's Qwen adaptation); families whose vision
   encoder attention is not read here need it.
+
+VisionZip's own repository (dvlab-research/VisionZip @3151f6d) patches only the original LLaVA's CLIP tower for
+LLaVA-1.5 / LLaVA-NeXT images: no video and no Qwen code, so every video VisionZip is an adaptation. This one follows
+HoliTom's LLaVA-OneVision port, the one with published video numbers: with budget_rule="authors" and the same
+saliency and metric it gives the port's tokens exactly (benchmarks/against_authors/selection, max |diff| 0). VidCom2's
+Qwen adaptation (xuyang-liu16/VidCom2 branch qwen @a85d485, token_compressor/visionzip/) is a different algorithm:
+a dominant share of 0.6 ranked by the feature norm, contextual anchors by the mean cosine to 5 nearest neighbours,
+each merged token the plain mean of its members (anchor included); the kept sets overlap by Jaccard 0.07-0.56 with
+this one at the same per-frame counts.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ import torch
 from torch import nn
 
 from framefusion.methods.clustering import nearest_centre
+from framefusion.methods.common import check_budget_rule
 from framefusion.methods.oneshot import Selection, install_pre_llm
 from framefusion.methods.vidcom2 import frame_budgets
 
@@ -74,10 +88,19 @@ def zip_frame(features: torch.Tensor, saliency: torch.Tensor, dominant: int, con
     return keep, merged, merged_into
 
 
-def visionzip_video(features: torch.Tensor, budget: float, saliency: torch.Tensor) -> Selection:
+def visionzip_frame_counts(frames: int, patches: int, budget: float, budget_rule: str = "matched") -> torch.Tensor:
+    """Tokens S [T] each frame keeps: round(budget * T * P) apportioned ("matched"), or int(P * budget) >= 1 each
+    ("authors")."""
+    if budget_rule == "authors":
+        return torch.full((frames,), min(max(int(patches * budget), 1), patches), dtype=torch.long)
+    return frame_budgets(torch.ones(frames), patches, round(budget * frames * patches))
+
+
+def visionzip_video(features: torch.Tensor, budget: float, saliency: torch.Tensor,
+                    budget_rule: str = "matched") -> Selection:
     """features [T, P, D], saliency [T, P] of one video -> Selection over its T * P tokens (frame-major)."""
     frames, patches, _ = features.shape
-    kept = frame_budgets(torch.ones(frames), patches, round(budget * frames * patches))  # [T]
+    kept = visionzip_frame_counts(frames, patches, budget, budget_rule)  # [T]
     dominant, contextual = split_counts(kept)
     keep, merged, merged_into = [], [], []
     for f in range(frames):  # one frame at a time, as VisionZip zips each image: a loop over frames
@@ -88,6 +111,13 @@ def visionzip_video(features: torch.Tensor, budget: float, saliency: torch.Tenso
     return Selection(torch.cat(keep), torch.cat(merged), torch.cat(merged_into))
 
 
-def apply_visionzip(model: nn.Module, budget: float = 0.3, saliency: str = "attention") -> nn.Module:
-    """Install VisionZip in place: round(budget * N_v) dominant and contextual tokens per video, before the LLM."""
-    return install_pre_llm(model, "visionzip", "VisionZip", budget, visionzip_video, saliency=saliency)
+def apply_visionzip(model: nn.Module, budget: float = 0.3, saliency: str = "attention",
+                    budget_rule: str = "matched") -> nn.Module:
+    """Install VisionZip in place: round(budget * N_v) dominant and contextual tokens per video, before the LLM
+    (budget_rule "authors": int(P * budget) a frame)."""
+    check_budget_rule(budget_rule)
+
+    def video_fn(features: torch.Tensor, retention: float, scores: torch.Tensor) -> Selection:
+        return visionzip_video(features, retention, scores, budget_rule)
+
+    return install_pre_llm(model, "visionzip", "VisionZip", budget, video_fn, saliency=saliency)
