@@ -28,6 +28,7 @@ def ask_command(
     ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
     importance_queries: o.ImportanceQueries = None,
     saliency: o.Saliency = "attention",
+    budget_rule: o.BudgetRule = "matched",
     frames: o.Frames = None,
     fps: o.Fps = None,
     decoder: o.Decoder = "av",
@@ -48,7 +49,7 @@ def ask_command(
         loaded = open_model(model, device, dtype, attn, random_weights, width_scale)
         startup_s = seconds_since_start()
         stream = None if json else _write
-        params = o.method_params(similarity, ratio_lower_bound, importance_queries, saliency)
+        params = o.method_params(similarity, ratio_lower_bound, importance_queries, saliency, budget_rule)
         with decoding_progress(video) as bar:
             result = ask(loaded, video, question, method=method, budget=budget, params=params, sampling=frames_from,
                          max_new_tokens=max_new_tokens, on_text=stream, on_video_progress=bar.update)

@@ -34,6 +34,7 @@ def compare_command(
     ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
     importance_queries: o.ImportanceQueries = None,
     saliency: o.Saliency = "attention",
+    budget_rule: o.BudgetRule = "matched",
     frames: o.Frames = None,
     fps: o.Fps = None,
     decoder: o.Decoder = "av",
@@ -49,7 +50,7 @@ def compare_command(
 ) -> None:
     """Run each method on the same frames and question; report answers, speed, memory and agreement with dense."""
     quiet_libraries(verbose)
-    params = o.method_params(similarity, ratio_lower_bound, importance_queries, saliency)
+    params = o.method_params(similarity, ratio_lower_bound, importance_queries, saliency, budget_rule)
     if dataset is not None:
         if video is not None or question is not None:
             raise typer.BadParameter("give VIDEO and QUESTION, or --dataset, not both")

@@ -149,6 +149,11 @@ Saliency = Annotated[Literal["attention", "norm"], typer.Option(
     help="VisionZip, FastVID, HoliTom: rank tokens by the vision encoder's attention (Qwen-VL and "
          "LLaVA-OneVision towers) or by the feature norm (norm: any family, as VidCom2's Qwen adaptation).")]
 
+BudgetRule = Annotated[Literal["matched", "authors"], typer.Option(
+    rich_help_panel=REDUCTION_PANEL,
+    help="FlashVID: matched (kept_ratio = the budget, the pruning layer scaled to the depth) or authors (their "
+         "retention arithmetic and absolute pruning layer; kept_ratio reports what that reaches).")]
+
 Frames = Annotated[int | None, typer.Option(
     callback=check_frames, metavar="N", rich_help_panel=VIDEO_PANEL,
     help=f"Frames sampled uniformly in time (default {DEFAULT_FRAMES}, at most {MAX_FRAMES}).")]
@@ -170,7 +175,7 @@ Verbose = Annotated[bool, typer.Option(
 
 
 def method_params(similarity: float, ratio_lower_bound: float, importance_queries: int | None,
-                  saliency: str = "attention") -> dict:
+                  saliency: str = "attention", budget_rule: str = "matched") -> dict:
     """The method parameters the reduction options set, by the library's names (each method takes its own)."""
     return {"similarity_lower_bound": similarity, "ratio_lower_bound": ratio_lower_bound,
-            "importance_queries": importance_queries, "saliency": saliency}
+            "importance_queries": importance_queries, "saliency": saliency, "budget_rule": budget_rule}

@@ -53,6 +53,7 @@ def profile_command(
     ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
     importance_queries: o.ImportanceQueries = None,
     saliency: o.Saliency = "attention",
+    budget_rule: o.BudgetRule = "matched",
     frames: o.FrameCounts = None,
     size: Annotated[int, typer.Option(
         callback=o.check_positive, rich_help_panel=o.VIDEO_PANEL,
@@ -103,7 +104,8 @@ def profile_command(
 
             runs = profile_runs(loaded, source, budgets, frame_counts, repeats=repeats, warmup=warmup,
                                 new_tokens=max_new_tokens, method=method,
-                                params=o.method_params(similarity, ratio_lower_bound, importance_queries, saliency),
+                                params=o.method_params(similarity, ratio_lower_bound, importance_queries, saliency,
+                                                       budget_rule),
                                 decoder=decoder, on_step=advance)
         if plot is not None:
             plot_profile(runs, plot)

@@ -32,6 +32,7 @@ def visualize_command(
     ratio_lower_bound: o.RatioLowerBound = o.DEFAULT_RATIO_LOWER_BOUND,
     importance_queries: o.ImportanceQueries = None,
     saliency: o.Saliency = "attention",
+    budget_rule: o.BudgetRule = "matched",
     frames: o.Frames = None,
     fps: o.Fps = None,
     decoder: o.Decoder = "av",
@@ -49,7 +50,7 @@ def visualize_command(
 
         clip = read_clip(video, frames, fps, decoder)
         loaded = open_model(model, device, dtype, attn)
-        params = o.method_params(similarity, ratio_lower_bound, importance_queries, saliency)
+        params = o.method_params(similarity, ratio_lower_bound, importance_queries, saliency, budget_rule)
         result = ask(loaded, clip, question, method=method, budget=budget, params=params,
                      max_new_tokens=1)  # one prefill records the reduction
         stats = result.stats

@@ -58,8 +58,8 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
         assert fragment in lines[0], (fragment, lines[0])
 
 
-ASK_KEYS = {"answer", "model", "method", "budget", "frames", "vision_tokens", "kept_ratio", "prefill_ratio",
-            "importance_queries", "params", "tokens_per_layer", "timings", "peak_memory_bytes"}
+ASK_KEYS = {"answer", "answer_ids", "model", "method", "budget", "frames", "vision_tokens", "kept_ratio",
+            "prefill_ratio", "importance_queries", "params", "tokens_per_layer", "timings", "peak_memory_bytes"}
 CLI_ASK_KEYS = ASK_KEYS | {"startup_s", "model_info"}  # `ask --json` adds the process start-up and what was loaded
 TIMING_KEYS = {"video_s", "processor_s", "vision_s", "prefill_s", "decode_s", "total_s"}
 MODEL_KEYS = {"name", "family", "weights", "width_scale", "num_layers", "linear_attention_layers", "hidden_size",

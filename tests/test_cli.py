@@ -117,7 +117,7 @@ def test_ask_json_is_one_object_with_the_documented_keys(model_args, video_file)
     assert len(payload["tokens_per_layer"]) == 4 and payload["peak_memory_bytes"] > 0
     assert payload["importance_queries"] == 4  # the Qwen-VL family's default rule
     assert payload["params"] == {"similarity_lower_bound": 0.6, "ratio_lower_bound": 0.1, "importance_queries": None,
-                                 "saliency": "attention"}
+                                 "saliency": "attention", "budget_rule": "matched"}
 
 
 def test_importance_queries_option_reaches_the_prune_step(model_args, video_file):  # noqa: F811
@@ -448,7 +448,7 @@ def test_read_clip_reports_decoding_progress(video_file, monkeypatch):  # noqa: 
 # ---------------------------------------------------------------- the newer methods through every command
 
 
-@pytest.mark.parametrize("method", ["visionzip", "fastvid", "holitom", "dycoke"])
+@pytest.mark.parametrize("method", ["visionzip", "fastvid", "holitom", "dycoke", "flashvid"])
 def test_each_newer_method_runs_through_every_command(method, model_args, video_file, tmp_path):  # noqa: F811
     asked = run("ask", video_file, QUESTION, *model_args, "--method", method, "--max-new-tokens", "2", "--json")
     assert asked.exit_code == 0, asked.stderr

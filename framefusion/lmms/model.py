@@ -30,7 +30,8 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".flv", ".wmv
 DEFAULT_MAX_NEW_TOKENS = 64  # when the task's generation_kwargs name none
 MODEL_ARGS = {  # key: default (lmms-eval parses numbers and booleans; "None" stays a string)
     "pretrained": "demo", "method": "framefusion", "budget": 0.3, "similarity": 0.6, "ratio_lower_bound": 0.1,
-    "importance_queries": None, "saliency": "attention", "frames": 16, "fps": None, "max_frames": 256,
+    "importance_queries": None, "saliency": "attention", "budget_rule": "matched", "frames": 16, "fps": None,
+    "max_frames": 256,
     "decoder": "av", "device": "auto", "dtype": "auto", "attn": "sdpa", "stats_file": None,
     "random_weights": False, "width_scale": None, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
 }
@@ -62,7 +63,8 @@ class FrameFusionChat(lmms):
         self.params = {"similarity_lower_bound": float(args["similarity"]),
                        "ratio_lower_bound": float(args["ratio_lower_bound"]),
                        "importance_queries": None if args["importance_queries"] is None else
-                       int(args["importance_queries"]), "saliency": str(args["saliency"])}
+                       int(args["importance_queries"]), "saliency": str(args["saliency"]),
+                       "budget_rule": str(args["budget_rule"])}
         fps = args["fps"]
         self.sampling = Sampling(num_frames=None if fps is not None else int(args["frames"]),
                                  fps=None if fps is None else float(fps), max_frames=int(args["max_frames"]),

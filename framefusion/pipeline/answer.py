@@ -73,6 +73,7 @@ class AskResult:
     first_token_logits: torch.Tensor | None = field(default=None, repr=False)  # [vocab] float32 on CPU
     generated_tokens: int = 0
     clips: list[VideoClip] = field(default_factory=list, repr=False)  # what the model saw (after the method's pick)
+    answer_ids: list[int] = field(default_factory=list)  # the generated token ids (before any stop-string cut)
 
     @property
     def importance_queries(self) -> int | None:
@@ -93,6 +94,7 @@ class AskResult:
         """The JSON object `framefusion ask --json` prints."""
         return {
             "answer": self.answer,
+            "answer_ids": list(self.answer_ids),
             "model": self.model,
             "method": self.method,
             "budget": self.budget,
@@ -280,4 +282,5 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
         first_token_logits=generation.first_token_logits,
         generated_tokens=int(generation.new_tokens.numel()),
         clips=clips,
+        answer_ids=generation.new_tokens.tolist(),
     )
