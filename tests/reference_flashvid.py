@@ -139,17 +139,23 @@ def trees_of_segment(frames, free, threshold, lower_bound):
     if sum(1 for t in range(s) for n in range(p) if not best[t][n] > threshold) < lower_bound:
         k = s * p - lower_bound
         cut = max(sorted((v for row in best for v in row), reverse=True)[k - 1], -1.0 + 1e-6) if k > 0 else math.inf
-    root = {}
+    root, children = {}, {}
     for t in range(s):
         for n in range(p):
-            root[(t, n)] = root[(t - 1, parent[t][n])] if best[t][n] > cut else (t, n)
-    return root
+            merged = best[t][n] > cut
+            root[(t, n)] = root[(t - 1, parent[t][n])] if merged else (t, n)
+            if merged:
+                children[(t - 1, parent[t][n])] = children.get((t - 1, parent[t][n]), 0) + 1
+    return root, children
 
 
 def reference_flashvid_video(features, saliency, budget, rule="matched", selection="attn_div", alpha=0.7,
-                             temporal_threshold=0.8, segment_threshold=0.9, min_segments=4, expansion=1.25):
+                             temporal_threshold=0.8, segment_threshold=0.9, min_segments=4, expansion=1.25,
+                             tree_weights=None):
     """features [T, P, D], saliency [T, P] tensors -> (keep list of T*P bools, features [T*P, D] float64 tensor,
-    merged_into list of T*P ints); budget is the outer retention."""
+    merged_into list of T*P ints); budget is the outer retention. A tree's token: the mean of its members, or with
+    tree_weights "authors" (the default under rule "authors") their sum over 1 + the root's direct children."""
+    tree_weights = tree_weights or ("authors" if rule == "authors" else "mean")
     frames = features.double().tolist()
     sal = saliency.double().tolist()
     t_count, p = len(frames), len(frames[0])
@@ -167,12 +173,17 @@ def reference_flashvid_video(features, saliency, budget, rule="matched", selecti
             continue
         seg_frames = [frames[f] for f in segment]
         free = [[n not in chosen[f] for n in range(p)] for f in segment]
-        root = trees_of_segment(seg_frames, free, temporal_threshold, sum(selected[f] + context[f] for f in segment))
+        root, children = trees_of_segment(seg_frames, free, temporal_threshold,
+                                          sum(selected[f] + context[f] for f in segment))
         members = {}
         for (t, n), r in root.items():
             if free[t][n]:
                 members.setdefault(r, []).append((t, n))
-        tree_mean = {r: mean_vector([seg_frames[t][n] for t, n in m]) for r, m in members.items()}
+        tree_mean = {}
+        for r, m in members.items():
+            summed = [sum(column) for column in zip(*[seg_frames[t][n] for t, n in m])]
+            size = len(m) if tree_weights == "mean" else 1 + children.get(r, 0)
+            tree_mean[r] = [v / size for v in summed]
         trees = [sorted(r for r in members if r[0] == t) for t in range(len(segment))]
         counts = clusters_per_frame([len(r) for r in trees], total, rule)
         owner = {}

@@ -25,7 +25,14 @@ from framefusion.methods.flashvid import (
     matched_split,
     pruning_point,
 )
-from framefusion.methods.flashvid_video import cluster_counts, diverse_picks, flashvid_video, tree_links, tree_roots
+from framefusion.methods.flashvid_video import (
+    cluster_counts,
+    diverse_picks,
+    flashvid_video,
+    tree_links,
+    tree_roots,
+    tree_states,
+)
 from framefusion.video.prompting import prepare_inputs
 
 QUESTION = "What is happening in the video?"
@@ -50,7 +57,7 @@ def fast_video(x, saliency, budget, rule, selection, min_segments=4, **kw):
     else:
         selected, context = matched_frame_counts(frames, patches, budget, 0.7)
     return flashvid_video(x, saliency, selected, context, selection=selection, min_segments=min_segments,
-                          exact=rule == "matched", **kw)
+                          exact=rule == "matched", tree_weights="authors" if rule == "authors" else "mean", **kw)
 
 
 # ---- outer stage == reference ------------------------------------------------------------------------------
@@ -155,6 +162,18 @@ def test_tree_links_follow_the_most_similar_free_token():
     # only those strictly above it merge: k - 1 = 1, the most similar
     merge, _ = tree_links(x, torch.ones(3, 2, dtype=torch.bool), 0.8, 4)
     assert int(merge.sum()) == 1 and bool(merge[2, 0])
+
+
+def test_a_tree_is_its_mean_or_the_authors_sum_over_one_plus_its_children():
+    x = torch.randn(4, 3, 4, generator=torch.Generator().manual_seed(0))
+    x[:, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # patch 0 the same in every frame: a chain of four
+    free = torch.ones(4, 3, dtype=torch.bool)
+    merge, parent = tree_links(x, free, 0.8, 0)
+    root = tree_roots(merge, parent)
+    assert root[[0, 3, 6, 9]].tolist() == [0, 0, 0, 0]
+    flat = x.reshape(12, 4)
+    assert torch.allclose(tree_states(flat, merge, parent, root, "mean")[0], flat[0])
+    assert torch.allclose(tree_states(flat, merge, parent, root, "authors")[0], 2 * flat[0])  # 4 / (1 + 1)
 
 
 def test_cluster_counts_share_the_context_tokens():

@@ -80,7 +80,7 @@ METHODS: dict[str, Method] = {
                                    "(FlashVID)", apply_flashvid,
                        params=("saliency", "budget_rule", "selection", "alpha", "temporal_threshold",
                                "segment_threshold", "min_segments", "expansion", "pruning_layer",
-                               "llm_retention_ratio")),
+                               "llm_retention_ratio", "tree_weights")),
 }
 
 

@@ -82,7 +82,7 @@ from torch import nn
 from framefusion.api import install_reducer
 from framefusion.core.prune import attention_importance, keep_most_important
 from framefusion.methods.common import check_budget, per_video
-from framefusion.methods.flashvid_video import SELECTIONS, flashvid_video
+from framefusion.methods.flashvid_video import SELECTIONS, TREE_WEIGHTS, flashvid_video
 from framefusion.methods.oneshot import SALIENCY, Selection, Stage, StagedReduction, keep_per_video, saliency_source
 from framefusion.methods.vidcom2 import frame_budgets
 
@@ -101,10 +101,13 @@ class FlashVIDConfig:
     expansion: float = 1.25  # e: "authors" rule only, the outer retention R e
     pruning_layer: int | None = None  # K; None: the family's, scaled to the depth ("matched") or absolute
     llm_retention_ratio: float | None = None  # r: share of the video tokens kept at layer K
+    tree_weights: str | None = None  # "mean" or "authors"; None: "authors" under budget_rule="authors", else "mean"
 
     def __post_init__(self):
         if self.selection is not None and self.selection not in SELECTIONS:
             raise ValueError(f"selection={self.selection!r}: choose one of {', '.join(SELECTIONS)}")
+        if self.tree_weights is not None and self.tree_weights not in TREE_WEIGHTS:
+            raise ValueError(f"tree_weights={self.tree_weights!r}: choose one of {', '.join(TREE_WEIGHTS)}")
         for name, low, high, low_open in (("alpha", 0.0, 1.0, False), ("temporal_threshold", -1.0, 1.0, False),
                                           ("segment_threshold", -1.0, 1.0, False), ("expansion", 0.0, math.inf, True),
                                           ("llm_retention_ratio", 0.0, 1.0, True)):
@@ -232,8 +235,9 @@ def apply_flashvid(model: nn.Module, budget: float = 0.3, saliency: str = "atten
         raise ValueError(f"saliency={saliency!r}: choose one of {', '.join(SALIENCY)}")
     defaults = family_defaults(model)
     config = resolved(FlashVIDConfig(**hyperparameters), defaults)
-    score = saliency_source(model, "flashvid", saliency) if config.selection != "div" else None
     authors = budget_rule == "authors"
+    tree_weights = config.tree_weights or ("authors" if authors else "mean")
+    score = saliency_source(model, "flashvid", saliency) if config.selection != "div" else None
 
     def make_reducer(layout, stack, device):
         num_layers = stack.num_layers
@@ -250,7 +254,7 @@ def apply_flashvid(model: nn.Module, budget: float = 0.3, saliency: str = "atten
             return flashvid_video(features, rank, selected, context, selection=config.selection,
                                   temporal_threshold=config.temporal_threshold,
                                   segment_threshold=config.segment_threshold, min_segments=config.min_segments,
-                                  exact=not authors)
+                                  exact=not authors, tree_weights=tree_weights)
 
         stages = [Stage(0, lambda lay, hidden, _attention: keep_per_video(
             lay, hidden, outer, video_fn, score(hidden) if score is not None else None))]
@@ -261,5 +265,5 @@ def apply_flashvid(model: nn.Module, budget: float = 0.3, saliency: str = "atten
         return StagedReduction(layout, num_layers, device, "flashvid", stages)
 
     description = (f"FlashVID(budget={budget}, budget_rule={budget_rule}, saliency={saliency}, "
-                   f"selection={config.selection})")
+                   f"selection={config.selection}, tree_weights={tree_weights})")
     return install_reducer(model, make_reducer, description, undo=score.remove if score is not None else None)

@@ -21,6 +21,7 @@ SELECTIONS = ("attn_div", "attn_div_v2", "attn", "div")  # the authors' TokenSel
 SALIENCY_SCALE = 1e6  # the authors multiply the saliency by 1e6 before calibrating distances with it
 DENSITY_NEIGHBOURS = 7  # kNN of the density, min(clusters, 7)
 SOFT_FLOOR = -1.0 + 1e-6  # the lowest similarity the soft threshold may fall to (-1 marks excluded tokens)
+TREE_WEIGHTS = ("mean", "authors")  # a tree's token: the mean of its members, or the authors' sum / (1 + children)
 
 
 # ---- ADTS: attention- and diversity-based token selection ----------------------------------------------------
@@ -108,14 +109,32 @@ def tree_links(features: torch.Tensor, free: torch.Tensor, threshold: float, low
     return merge, parent
 
 
-def tree_roots(merge: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
-    """merge, parent [S, P] -> [S * P] long: the root (flat index) of each token's tree, by pointer jumping."""
+def tree_links_flat(merge: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """merge, parent [S, P] -> [S * P] long: the flat index each token links to (itself where it does not merge)."""
     segment, patches = merge.shape
     flat = torch.arange(segment * patches, device=merge.device)
-    link = torch.where(merge.flatten(), (flat // patches - 1) * patches + parent.flatten(), flat)
-    for _ in range(max(1, math.ceil(math.log2(max(segment, 2))))):
+    return torch.where(merge.flatten(), (flat // patches - 1) * patches + parent.flatten(), flat)
+
+
+def tree_roots(merge: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """merge, parent [S, P] -> [S * P] long: the root (flat index) of each token's tree, by pointer jumping."""
+    link = tree_links_flat(merge, parent)
+    for _ in range(max(1, math.ceil(math.log2(max(merge.shape[0], 2))))):
         link = link[link]
     return link
+
+
+def tree_states(x: torch.Tensor, merge: torch.Tensor, parent: torch.Tensor, root: torch.Tensor, weights: str
+                ) -> torch.Tensor:
+    """x [S * P, D] -> [S * P, D]: at each root, its tree's sum over its size ("mean") or over 1 + its direct
+    children ("authors": their count adds one per merged child, not the child's own count, so a chain of k equal
+    tokens comes out at k / 2 times their value)."""
+    total = torch.zeros_like(x).index_add_(0, root, x)
+    if weights == "mean":
+        size = torch.bincount(root, minlength=x.shape[0])
+    else:
+        size = 1 + torch.bincount(tree_links_flat(merge, parent)[merge.flatten()], minlength=x.shape[0])
+    return total / size.clamp(min=1)[:, None]
 
 
 # ---- clustering of the trees ----------------------------------------------------------------------------------
@@ -160,7 +179,7 @@ def cluster_frame(x: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def merge_segment(features: torch.Tensor, chosen: torch.Tensor, context: int, lower_bound: int, threshold: float,
-                  exact: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                  exact: bool, tree_weights: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """One segment's free tokens -> `context` merged tokens: (owner [S * P] long: the kept token each free token
     ends in, -1 if none, chosen tokens -1 too; merged [S * P, D] float32: the kept merged tokens' states)."""
     segment, patches, dim = features.shape
@@ -168,8 +187,7 @@ def merge_segment(features: torch.Tensor, chosen: torch.Tensor, context: int, lo
     merge, parent = tree_links(features, free, threshold, lower_bound)
     root = tree_roots(merge, parent)  # [S * P]
     x = features.float().reshape(-1, dim)
-    size = torch.bincount(root, minlength=x.shape[0]).clamp(min=1)
-    tree = torch.zeros_like(x).index_add_(0, root, x) / size[:, None]  # [S * P, D] tree means at the roots
+    tree = tree_states(x, merge, parent, root, tree_weights)  # [S * P, D] each tree's token at its root
     is_root = (root == torch.arange(x.shape[0], device=x.device)) & free.flatten()
     counts = cluster_counts(is_root.view(segment, patches).sum(dim=1), context, exact)
     owner = torch.arange(x.shape[0], device=x.device)  # per root: the kept token it ends in
@@ -193,12 +211,13 @@ def merge_segment(features: torch.Tensor, chosen: torch.Tensor, context: int, lo
 # ---- one video ----------------------------------------------------------------------------------------------
 def flashvid_video(features: torch.Tensor, saliency: torch.Tensor | None, selected: torch.Tensor,
                    context: torch.Tensor, *, selection: str = "attn_div", temporal_threshold: float = 0.8,
-                   segment_threshold: float = 0.9, min_segments: int = 8, exact: bool = True) -> Selection:
+                   segment_threshold: float = 0.9, min_segments: int = 8, exact: bool = True,
+                   tree_weights: str = "mean") -> Selection:
     """features [T, P, D], saliency [T, P] of one video, per-frame counts selected [T] (ADTS) and context [T]
     (its share of merged tokens) -> the Selection over its T * P tokens (frame-major).
 
     Kept: the selected tokens (unchanged) and one token per cluster of trees (the mean of the cluster's tree
-    means, at the centre tree's root). merged_into: the kept token a removed one ends in (-1: pruned)."""
+    tokens, at the centre tree's root). merged_into: the kept token a removed one ends in (-1: pruned)."""
     frames, patches, dim = features.shape
     n, device = frames * patches, features.device
     if int((selected + context).sum()) >= n:
@@ -215,7 +234,7 @@ def flashvid_video(features: torch.Tensor, saliency: torch.Tensor | None, select
         if total > 0:  # without context tokens the segment keeps its selected tokens only
             lower_bound = int((selected + context)[start:start + length].sum())
             owner, states = merge_segment(features[start:start + length], chosen[start:start + length], total,
-                                          lower_bound, temporal_threshold, exact)
+                                          lower_bound, temporal_threshold, exact, tree_weights)
             inside = owner >= 0
             owner = torch.where(inside, owner + start * patches, owner)
             kept = torch.unique(owner[inside])
