@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import forward_reduced, generate_reduced, make_random_clip
 from reference_flashvid import clusters_per_frame, reference_flashvid_video
 
-from framefusion import remove_framefusion
+from framefusion import last_stats, remove_framefusion
 from framefusion.core.stack import DecoderStack
 from framefusion.core.stats import MERGED, PRUNED
 from framefusion.methods import apply_method
@@ -296,3 +297,41 @@ def test_the_demo_model_is_on_budget():
     for budget in (0.1, 0.25, 0.3):
         _, stats = forward_reduced(apply_method(loaded.model, "flashvid", budget), inputs)
         assert abs(stats.kept_ratio - budget) <= 0.05, (budget, stats.to_dict())
+
+
+# ---- against the authors' recorded outputs ------------------------------------------------------------------
+RECORDED = Path(__file__).resolve().parents[1] / "benchmarks" / "against_authors" / "flashvid"
+
+
+def test_matches_the_authors_recorded_outputs(tiny_model_factory):
+    """The harness's "memory" case (benchmarks/against_authors/flashvid): the same tiny 28-layer Qwen2.5-VL and clip
+    as its ours.py; the kept positions before the LLM and at layer 20 and the greedy ids of the authors' code
+    (recorded/theirs.json). Without merges (budget 0.1) against their own noise; with merges (one segment) against
+    their code with our density tie-break in place of its noise."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(RECORDED))
+    from settings import CHECKPOINT, CLIP, NEW_TOKENS, QUESTION, SETTINGS, our_params
+
+    recorded = json.loads((RECORDED / "recorded" / "theirs.json").read_text())["cases"]["memory"]["runs"]
+    model, processor = tiny_model_factory("qwen2_5_vl", num_layers=CHECKPOINT["num_layers"], seed=CHECKPOINT["seed"])
+    clip = make_random_clip(CLIP["frames"], size=CLIP["size"], static_fraction=CLIP["static_fraction"],
+                            interval=CLIP["interval"])
+    inputs = prepare_inputs(processor, [clip], QUESTION)
+    for name, noise in [("authors_0.10", "seed0"), ("authors_0.10_v2", "seed0"), ("authors_0.25_one_segment", "ramp")]:
+        setting = SETTINGS[name]
+        apply_method(model, "flashvid", setting["budget"], **our_params(setting))
+        try:
+            with torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, output_logits=True,
+                                     return_dict_in_generate=True)
+            stats = last_stats(model)
+        finally:
+            remove_framefusion(model)
+        theirs = recorded[name][noise]
+        torch.testing.assert_close(out.logits[0][0], torch.tensor(theirs["first_logits"]), atol=2e-6, rtol=0)
+        positions = stats.vision_positions
+        assert sorted(positions[stats.alive_after(0)].tolist()) == theirs["kept_before_llm"], name
+        assert sorted(positions[stats.alive_after(20)].tolist()) == theirs["kept_inside_llm"], name
+        assert out.sequences[0, inputs["input_ids"].shape[1]:].tolist() == theirs["answer_ids"], name
