@@ -15,8 +15,9 @@ vision encoder's saliency S [T, P] (flashvid_video.py holds the tensor functions
    frame means> ("attn_div_v2"); "attn" takes the s most salient, "div" the unscaled distance.
 4. TSTM, per segment with c > 0: each free (unselected) token of frame t >= 1 links to its most cosine-similar
    free token of frame t - 1 and merges into it above temporal_threshold (0.8); a tree of links becomes one
-   token at its root (the earliest frame), the mean of its members. Where fewer than the segment's b T_s tokens
-   would be left, the threshold is lowered to the (T_s P - b T_s)-th largest similarity.
+   token at its root (the earliest frame): the mean of its members (tree_weights "mean"), or the authors' sum of
+   its members over 1 + the root's direct children ("authors"). Where fewer than the segment's b T_s tokens would
+   be left, the threshold is lowered to the (T_s P - b T_s)-th largest similarity (those strictly above it merge).
 5. Spatial merging: the segment's c T_s context tokens are shared over its frames in proportion to their trees;
    a frame's trees are clustered by DPC-kNN (k = min(clusters, 7)), each cluster one token: the mean of its
    trees' means, at its centre tree's root.
@@ -42,17 +43,33 @@ Budget (budget_rule):
   up to rounding. Where R_o would exceed 1, everything is kept before the LLM and m alone meets the budget.
 - "authors": their arithmetic: R = budget, b = ceil(P R e), s = ceil(b alpha) in floating point, the context
   clusters ceil(n_f c T_s / n) per frame, K absolute (20, or 28 for Qwen3-VL; no inner prune on a model with at
-  most K layers) and m = ceil(r V). Their R is the layer mean of a 28-layer model (36 for Qwen3-VL): on another
-  depth kept_ratio differs from it, and the statistics report what was reached.
+  most K layers) and m = ceil(r V), and (unless tree_weights says otherwise) their tree weights. Their R is the
+  layer mean of a 28-layer model (36 for Qwen3-VL): on another depth kept_ratio differs from it, and the
+  statistics report what was reached.
+
+Checked against the authors' code (benchmarks/against_authors/flashvid, a tiny 28-layer Qwen2.5-VL through
+generate, and their flashvid_compression on random features): with budget_rule="authors" at budget 0.1 (no
+merged tokens) the kept tokens before the LLM and at layer 20, the greedy ids (also through `framefusion ask
+--json`) and the first-token logits (1.8e-7) equal theirs; with merges, in one segment and with their density
+noise replaced by this package's tie-break, too; every other difference comes from the deviations below.
 
 Deliberate deviations, with the reason:
+- Tree weights ("matched" only, tree_weights="mean"): the authors add one to a token's count per merged child
+  instead of the child's own count, so a tree's token is its sum over 1 + the root's direct children: a patch
+  that stays the same over k frames comes out at k / 2 times its value (twice it over 4 frames, 16 times over
+  32). That is a bug in their count; the matched rule uses the tree mean, budget_rule="authors" keeps theirs
+  (the published numbers were made with it).
 - One-frame segments: the authors cluster all P tokens of such a frame, the selected ones included, so a
   cluster centre can be a selected token (it is when a cluster has one member or, with one cluster, where the
   1e-6 density noise alone picks the centre): the LLM then receives that token twice, at one position. Here a
   one-frame segment clusters its unselected tokens, as the multi-frame path does; every token is received once.
 - Density ties: DPC-kNN breaks them by a deterministic ramp (clustering.py, shared with FastVID and HoliTom)
   instead of U(0, 1) 1e-6 noise. With one cluster (k = 1, every density exp(0) = 1) the authors' centre, and
-  with it the merged token's position, is random; here it is the first tree of the frame.
+  with it the merged token's position, is random; here it is the first tree of the frame. With two (k = 2) a
+  token's density is exp(-d_nn^2 / 2), the same for two mutual nearest neighbours, so the noise picks which of
+  them can be a centre: at R = 0.1 (two clusters a frame) most frames' centres change with their seed. Where
+  the densities differ by about one float32 step, their float32 and this float64 density order them
+  differently even with the same tie-break (a few frames in the harness's R = 0.1 cases).
 - ADTS v2 does not exclude tokens already picked (v1 does); where every remaining token's calibrated distance is
   at most ~0 (a negative event relevance) it picks one again and the frame keeps fewer. Here a picked token is
   never picked again (v1's rule for every variant).
@@ -61,7 +78,10 @@ Deliberate deviations, with the reason:
   whose share of the context tokens rounds to none drops its trees (possible only when a segment has fewer
   context tokens than frames with trees).
 - Positions: as the authors, a kept token keeps its position and a merged token sits at its root's (centre
-  tree's) position; the engine never renumbers.
+  tree's) position; the engine never renumbers. (Their code on transformers 4.57.3 computes the mRoPE positions
+  with the seconds per grid truncated to an integer, so 0.25 or 0.5 s per grid puts every frame at temporal
+  position 0 (their lmms-eval runs had 1.0), and resumes the text after a video at another index than 5.x; here
+  transformers 5.x's positions are used.)
 - The inner prune runs at framefusion's reduction point K, after layer K - 1's attention and before its FFN;
   the authors prune the states entering layer K. A prune selects the same tokens either way (the FFN acts per
   token), so this changes nothing.
@@ -83,7 +103,14 @@ from framefusion.api import install_reducer
 from framefusion.core.prune import attention_importance, keep_most_important
 from framefusion.methods.common import check_budget, per_video
 from framefusion.methods.flashvid_video import SELECTIONS, TREE_WEIGHTS, flashvid_video
-from framefusion.methods.oneshot import SALIENCY, Selection, Stage, StagedReduction, keep_per_video, saliency_source
+from framefusion.methods.oneshot import (
+    SALIENCY,
+    Selection,
+    Stage,
+    StagedReduction,
+    keep_per_video,
+    saliency_source,
+)
 from framefusion.methods.vidcom2 import frame_budgets
 
 BUDGET_RULES = ("matched", "authors")

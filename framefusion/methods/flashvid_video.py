@@ -14,7 +14,11 @@ import math
 import torch
 
 from framefusion.methods.clustering import dpc_knn_scores, nearest_centre, top_indices
-from framefusion.methods.fastvid import frame_transitions, segment_lengths, top_per_frame
+from framefusion.methods.fastvid import (
+    frame_transitions,
+    segment_lengths,
+    top_per_frame,
+)
 from framefusion.methods.oneshot import Selection
 
 SELECTIONS = ("attn_div", "attn_div_v2", "attn", "div")  # the authors' TokenSelectionMethod values

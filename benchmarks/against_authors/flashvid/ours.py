@@ -20,19 +20,28 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
-from conftest import make_random_clip  # noqa: E402
-from settings import (CHECKPOINT, CLIP, FUNCTION_CASES, NEW_TOKENS, QUESTION, QWEN_SCRIPT, SETTINGS,  # noqa: E402
-                      function_inputs, our_params)
+from conftest import make_random_clip
+from settings import (
+    CHECKPOINT,
+    CLIP,
+    FUNCTION_CASES,
+    NEW_TOKENS,
+    QUESTION,
+    QWEN_SCRIPT,
+    SETTINGS,
+    function_inputs,
+    our_params,
+)
 
-from framefusion.methods.fastvid import frame_transitions, segment_lengths  # noqa: E402
-from framefusion.methods.flashvid import authors_frame_counts  # noqa: E402
-from framefusion.methods.flashvid_video import flashvid_video  # noqa: E402
-from framefusion.pipeline import ask  # noqa: E402
-from framefusion.pipeline.answer import model_inputs  # noqa: E402
-from framefusion.pipeline.loading import load_model  # noqa: E402
-from framefusion.tiny import save_tiny_checkpoint  # noqa: E402
-from framefusion.video import Sampling  # noqa: E402
-from framefusion.video.writing import write_video  # noqa: E402
+from framefusion.methods.fastvid import frame_transitions, segment_lengths
+from framefusion.methods.flashvid import authors_frame_counts
+from framefusion.methods.flashvid_video import flashvid_video
+from framefusion.pipeline import ask
+from framefusion.pipeline.answer import model_inputs
+from framefusion.pipeline.loading import load_model
+from framefusion.tiny import save_tiny_checkpoint
+from framefusion.video import Sampling
+from framefusion.video.writing import write_video
 
 SAVED_KEYS = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
@@ -64,7 +73,7 @@ def cli_answer_ids(ckpt: Path, video: Path, setting: dict) -> list[int]:
     command = [sys.executable, "-m", "ffcli.main", "ask", str(video), QUESTION, "--model", str(ckpt), "--device",
                "cpu", "--method", "flashvid", "--budget", str(setting["budget"]), "--budget-rule",
                setting["budget_rule"], "--frames", str(CLIP["frames"]), "--max-new-tokens", str(NEW_TOKENS), "--json"]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False,
                           env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     if done.returncode != 0:
         raise SystemExit(f"ours: framefusion ask failed: {done.stderr[-2000:]}")
@@ -140,7 +149,7 @@ def main(work: Path) -> None:
                   flush=True)
         results["cases"][case] = entry
     results["commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                       text=True).stdout.strip()
+                                       text=True, check=False).stdout.strip()
     (out / "ours.json").write_text(json.dumps(results))
     run_functions(out)
 

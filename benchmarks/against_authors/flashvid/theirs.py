@@ -16,6 +16,7 @@ their density noise (seed 0) and with torch.rand_like returning our deterministi
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -26,7 +27,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from settings import FUNCTION_CASES, NEW_TOKENS, SETTINGS, their_kwargs  # noqa: E402
+from settings import FUNCTION_CASES, NEW_TOKENS, SETTINGS, their_kwargs
 
 
 def convert_checkpoint(source: Path, target: Path) -> Path:
@@ -55,7 +56,7 @@ def varlen_attention(module, query, key, value, attention_mask=None, scaling=Non
     query, key, value [1, H, S, d] -> ([1, S, H, d], None)."""
     bounds = cu_seq_lens_q.tolist()
     out = torch.empty_like(query)
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         weights = torch.softmax((query[..., start:end, :] @ key[..., start:end, :].transpose(-1, -2)).float()
                                 * scaling, dim=-1).to(query.dtype)
         out[..., start:end, :] = weights @ value[..., start:end, :]
@@ -152,7 +153,8 @@ def main(work: Path) -> None:
     model.config.vision_config._attn_implementation = "flash_attention_2"  # their vision attention asserts it
     model.generation_config.temperature = model.generation_config.top_p = model.generation_config.top_k = None
     results = {"transformers": transformers.__version__, "torch": torch.__version__, "cases": {}}
-    cases = {path.stem.removeprefix("inputs_"): torch.load(path) for path in sorted((work / "ours").glob("inputs_*.pt"))}
+    cases = {path.stem.removeprefix("inputs_"): torch.load(path)
+             for path in sorted((work / "ours").glob("inputs_*.pt"))}
     native = model.model.get_rope_index
     for case, inputs in cases.items():
         own, _ = native(inputs["input_ids"], None, inputs["video_grid_thw"], inputs.get("second_per_grid_ts"),
