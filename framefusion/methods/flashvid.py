@@ -20,7 +20,7 @@ vision encoder's saliency S [T, P] (flashvid_video.py holds the tensor functions
    be left, the threshold is lowered to the (T_s P - b T_s)-th largest similarity (those strictly above it merge).
 5. Spatial merging: the segment's c T_s context tokens are shared over its frames in proportion to their trees;
    a frame's trees are clustered by DPC-kNN (k = min(clusters, 7)), each cluster one token: the mean of its
-   trees' means, at its centre tree's root.
+   trees' tokens, at its centre tree's root.
 Inside the LLM, prefill only, at `pruning_layer` K: keep the ceil(r V) of the V remaining video tokens the last
 prompt token attends to most (head mean of layer K - 1's attention row), r = llm_retention_ratio; the KV caches of
 layers 0..K - 1 keep all V.
@@ -59,10 +59,11 @@ Deliberate deviations, with the reason:
   that stays the same over k frames comes out at k / 2 times its value (twice it over 4 frames, 16 times over
   32). That is a bug in their count; the matched rule uses the tree mean, budget_rule="authors" keeps theirs
   (the published numbers were made with it).
-- One-frame segments: the authors cluster all P tokens of such a frame, the selected ones included, so a
-  cluster centre can be a selected token (it is when a cluster has one member or, with one cluster, where the
-  1e-6 density noise alone picks the centre): the LLM then receives that token twice, at one position. Here a
-  one-frame segment clusters its unselected tokens, as the multi-frame path does; every token is received once.
+- One-frame segments: the authors cluster all P tokens of such a frame, the selected ones included (their
+  selected tokens' features enter the cluster means), so a cluster centre can be a selected token, e.g. where
+  one cluster's centre is picked by the density noise alone: the LLM then receives that token twice, at one
+  position (1 to 7 such tokens a prompt in the harness). Here a one-frame segment clusters its unselected
+  tokens, as the multi-frame path does; every token is received once.
 - Density ties: DPC-kNN breaks them by a deterministic ramp (clustering.py, shared with FastVID and HoliTom)
   instead of U(0, 1) 1e-6 noise. With one cluster (k = 1, every density exp(0) = 1) the authors' centre, and
   with it the merged token's position, is random; here it is the first tree of the frame. With two (k = 2) a
