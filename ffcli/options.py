@@ -162,6 +162,11 @@ BudgetRule = Annotated[Literal["matched", "authors"], typer.Option(
     help="VidCom2, FastVID, VisionZip, EVS, HoliTom: matched keeps exactly round(budget * video tokens); authors "
          "follows the authors' own per-frame arithmetic (their published setting; the achieved budget is reported).")]
 
+BudgetRule = Annotated[Literal["matched", "authors"], typer.Option(
+    rich_help_panel=REDUCTION_PANEL,
+    help="FlashVID: matched (kept_ratio = the budget, the pruning layer scaled to the depth) or authors (their "
+         "retention arithmetic and absolute pruning layer; kept_ratio reports what that reaches).")]
+
 Frames = Annotated[int | None, typer.Option(
     callback=check_frames, metavar="N", rich_help_panel=VIDEO_PANEL,
     help=f"Frames sampled uniformly in time (default {DEFAULT_FRAMES}, at most {MAX_FRAMES}).")]

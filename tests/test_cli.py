@@ -454,7 +454,7 @@ def test_read_clip_reports_decoding_progress(video_file, monkeypatch):  # noqa: 
 # ---------------------------------------------------------------- the newer methods through every command
 
 
-@pytest.mark.parametrize("method", ["visionzip", "fastvid", "holitom", "dycoke"])
+@pytest.mark.parametrize("method", ["visionzip", "fastvid", "holitom", "dycoke", "flashvid"])
 def test_each_newer_method_runs_through_every_command(method, model_args, video_file, tmp_path):  # noqa: F811
     asked = run("ask", video_file, QUESTION, *model_args, "--method", method, "--max-new-tokens", "2", "--json")
     assert asked.exit_code == 0, asked.stderr

@@ -154,3 +154,18 @@ def test_unknown_model_args_are_a_clear_error(local_task, tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode != 0
     assert "unknown model_args budgett" in done.stdout + done.stderr
+
+
+def test_any_registered_method_and_its_parameters_pass_through_model_args(tmp_path):
+    """In process (no lmms-eval run): FlashVID with budget_rule=authors, as `--model_args method=flashvid,...`."""
+    from conftest import make_random_clip
+
+    from framefusion.lmms.model import FrameFusionChat
+    from framefusion.pipeline import ask
+
+    chat = FrameFusionChat(pretrained="demo", method="flashvid", budget=0.3, budget_rule="authors", device="cpu")
+    assert chat.method == "flashvid" and chat.params["budget_rule"] == "authors"
+    result = ask(chat.loaded, make_random_clip(16, size=48), "What colour is the square?", method=chat.method,
+                 budget=chat.budget, params=chat.params, max_new_tokens=1)
+    assert result.stats.method == "flashvid"
+    assert [step.point for step in result.stats.steps] == [0]  # the authors' absolute layer 20: none of 4 layers

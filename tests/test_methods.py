@@ -19,8 +19,9 @@ from framefusion.video.prompting import prepare_inputs
 
 QUESTION = "What is happening in the video?"
 REDUCING = ["fastv", "streamingllm", "vidcom2", "evs", "uniform", "visionzip", "fastvid", "holitom",
-            "dycoke"]
-SALIENCY_METHODS = {"visionzip", "fastvid", "holitom"}  # rank by vision-encoder attention where the family's tower is read
+            "dycoke", "flashvid"]
+# rank by vision-encoder attention where the family's tower is read
+SALIENCY_METHODS = {"visionzip", "fastvid", "holitom", "flashvid"}
 ATTENTION_FAMILIES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "llava_onevision"}
 
 

@@ -51,7 +51,7 @@ def one_video_layout(frames=4, rows=2, cols=2, start=5, text_after=6, gap=0, raw
 # ---- registry and parameters ------------------------------------------------------------------------------
 def test_registry_has_every_method_with_its_parameters():
     assert method_names() == ["dense", "framefusion", "fastv", "streamingllm", "vidcom2", "evs", "uniform", "visionzip",
-                              "fastvid", "holitom", "dycoke"]
+                              "fastvid", "holitom", "dycoke", "flashvid"]
     assert get_method("framefusion").params == ("similarity_lower_bound", "ratio_lower_bound", "importance_queries")
     assert get_method("uniform").select_frames is not None
     assert all(METHODS[n].select_frames is None for n in method_names() if n != "uniform")

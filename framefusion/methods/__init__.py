@@ -20,6 +20,7 @@ from framefusion.methods.dycoke import apply_dycoke
 from framefusion.methods.evs import apply_evs
 from framefusion.methods.fastv import apply_fastv
 from framefusion.methods.fastvid import apply_fastvid
+from framefusion.methods.flashvid import apply_flashvid
 from framefusion.methods.framefusion import apply_framefusion
 from framefusion.methods.holitom import apply_holitom
 from framefusion.methods.install import install_dense
@@ -75,6 +76,12 @@ METHODS: dict[str, Method] = {
                               "inner_layer", "budget_rule")),
     "dycoke": Method("dycoke", "temporal pruning of 4-frame windows, then KV pruning by attention (DyCoke)",
                      apply_dycoke, params=("ttm_rate", "kv_layer")),
+    "flashvid": Method("flashvid", "segments of similar frames; per frame diverse salient tokens, the rest merged in "
+                                   "trees across frames and clustered; then one attention-ranked prune inside the LLM "
+                                   "(FlashVID)", apply_flashvid,
+                       params=("saliency", "budget_rule", "selection", "alpha", "temporal_threshold",
+                               "segment_threshold", "min_segments", "expansion", "pruning_layer",
+                               "llm_retention_ratio", "tree_weights")),
 }
 
 

@@ -66,13 +66,17 @@ def run_api(loaded, clip: Path, method: str, budget: float, rule: str) -> tuple[
 
 
 def rope_index(model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """transformers 5.x's mRoPE positions [3, 1, S] and deltas for these inputs: the authors' side takes them as
-    inputs (4.51 numbers the text after a video differently), so both sides see the same positions."""
+    """The mRoPE positions [3, 1, S] and deltas every method runs on here (framefusion's published rule, as the
+    original Qwen code and transformers 4.51: the text after a video at its largest position + 1); the authors' side
+    takes them as inputs, so both sides see the same positions."""
     import inspect
 
-    method = model.model.get_rope_index
-    names = set(inspect.signature(method).parameters)
-    return method(**{k: v for k, v in inputs.items() if k in names})
+    from framefusion import reduced
+
+    with reduced(model, "dense"):
+        method = model.model.get_rope_index
+        names = set(inspect.signature(method).parameters)
+        return method(**{k: v for k, v in inputs.items() if k in names})
 
 
 def run_cli(ckpt: Path, clip: Path, method: str, budget: float, rule: str) -> dict:
