@@ -116,7 +116,7 @@ def main() -> None:
         for name, mine in entry["runs"].items():
             if name == "dense":
                 other = their_case["runs"]["dense"]
-                print(f"| {case} | dense (positions 4.57 = 5.x: {their_case['positions_equal']}) | | | | "
+                print(f"| {case} | dense (positions 4.57 = ours: {their_case['positions_equal']}) | | | | "
                       f"{mine['answer_ids'] == other['answer_ids']} | {logit_diff(mine, other)} | |")
                 continue
             noise, ramp = their_case["runs"][name]["seed0"], their_case["runs"][name]["ramp"]
