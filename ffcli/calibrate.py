@@ -25,6 +25,12 @@ def calibrate_command(
         "--show", rich_help_panel=o.OUTPUT_PANEL,
         help="Print the calibration stored for --model (and the threshold runs use) instead of calibrating.")]
         = False,
+    save: Annotated[bool, typer.Option(
+        "--save/--no-save", rich_help_panel=o.OUTPUT_PANEL,
+        help="Store the result for the model, for later runs (--no-save: only print it).")] = True,
+    forget: Annotated[bool, typer.Option(
+        "--forget", rich_help_panel=o.OUTPUT_PANEL,
+        help="Remove the calibration stored for --model (later runs use the family's default again).")] = False,
     plot: Annotated[Path | None, typer.Option(
         rich_help_panel=o.OUTPUT_PANEL, show_default=False,
         help="Also write a PNG histogram of the similarities with the threshold (like the paper's Fig. 3).")] = None,
@@ -39,14 +45,21 @@ def calibrate_command(
     profile, visualize and the lmms-eval plugin use it on this model unless --similarity is given.
     """
     quiet_libraries(verbose)
-    if show and videos:
-        raise typer.BadParameter("give videos to calibrate on, or --show, not both", param_hint="VIDEOS")
-    if not show and not videos:
-        raise typer.BadParameter("give video files or folders to calibrate on (or --show)", param_hint="VIDEOS")
+    if (show or forget) and videos:
+        raise typer.BadParameter("give videos to calibrate on, or --show / --forget, not both", param_hint="VIDEOS")
+    if not (show or forget) and not videos:
+        raise typer.BadParameter("give video files or folders to calibrate on (or --show, --forget)",
+                                 param_hint="VIDEOS")
     with reported_errors(verbose):
-        from framefusion.methods.framefusion.thresholds import resolve_threshold, store_path
+        from framefusion.methods.framefusion.thresholds import forget_calibration, resolve_threshold, store_path
         from framefusion.pipeline.calibrate import calibrate, plot_similarities, shown_calibration, video_files
 
+        if forget:
+            loaded = open_model(model, loading)
+            removed = forget_calibration(loaded.model)
+            note_line(f"{'removed the' if removed else 'no'} calibration stored for {loaded.name}"
+                      f"{' from ' + str(store_path()) if removed else ''}")
+            return
         if show:
             loaded = open_model(model, loading)
             stored, threshold = shown_calibration(loaded), resolve_threshold(loaded.model)
@@ -68,12 +81,13 @@ def calibrate_command(
             def advance(done: int, total: int, name: str) -> None:
                 bar.update(task, completed=done, description=f"Calibrating: {Path(name).name}")
 
-            result = calibrate(loaded, files, frames_from, on_video=advance,
+            result = calibrate(loaded, files, frames_from, save=save, on_video=advance,
                                on_skip=lambda name, why: note_line(f"warning: skipped {name}: {why}"))
         if plot is not None:
             plot_similarities(result, plot)
         if json:
-            emit_json({**result.to_json(), "store": str(store_path())})
+            emit_json({**result.to_json(), "store": str(store_path()) if save else None})
         else:
             stdout_console().print(calibration_table(loaded.name, result.record()))
-            note_line(f"stored for {loaded.name} in {store_path()}" + (f"; wrote {plot}" if plot else ""))
+            where = f"stored for {loaded.name} in {store_path()}" if save else "not stored (--no-save)"
+            note_line(where + (f"; wrote {plot}" if plot else ""))

@@ -162,3 +162,16 @@ def test_a_tiny_qwen2_vl_without_calibration_uses_the_authors_threshold(tiny_mod
     model, _ = tiny_model_factory("qwen2_vl")
     threshold = thresholds.resolve_threshold(model)
     assert (threshold.value, threshold.source) == (0.5, "family default")
+
+
+def test_no_save_and_forget(videos, cache, tmp_path):
+    checkpoint = save_tiny_checkpoint("qwen2_vl", tmp_path / "ckpt")
+    printed = run("calibrate", videos / "clip0.mp4", "--model", checkpoint, "--frames", FRAMES, "--no-save", "--json")
+    assert printed.exit_code == 0, printed.stderr
+    assert single_json(printed.stdout)["store"] is None and not (cache / "calibrations.json").exists()
+    assert run("calibrate", videos / "clip0.mp4", "--model", checkpoint, "--frames", FRAMES).exit_code == 0
+    assert single_json(run("calibrate", "--show", "--model", checkpoint, "--json").stdout)["stored"] is not None
+    forgotten = run("calibrate", "--forget", "--model", checkpoint)
+    assert forgotten.exit_code == 0 and "removed the calibration" in forgotten.stderr
+    shown = single_json(run("calibrate", "--show", "--model", checkpoint, "--json").stdout)
+    assert shown["stored"] is None and shown["threshold"] == 0.5

@@ -85,12 +85,16 @@ def stored_calibration(model: nn.Module) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("threshold"), (int, float)) else None
 
 
-def save_calibration(fingerprint: str, record: dict[str, Any]) -> Path:
-    """Store a model's calibration (replacing an older one for the same fingerprint) atomically; returns the path."""
+def save_calibration(fingerprint: str, record: dict[str, Any] | None) -> Path:
+    """Store a model's calibration (replacing an older one for the same fingerprint; None removes it) atomically;
+    returns the path."""
     path = store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     models = read_store(path)
-    models[fingerprint] = record
+    if record is None:
+        models.pop(fingerprint, None)
+    else:
+        models[fingerprint] = record
     handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".calibrations-", suffix=".tmp", delete=False)
     try:
         with handle:
@@ -102,6 +106,14 @@ def save_calibration(fingerprint: str, record: dict[str, Any]) -> Path:
         Path(handle.name).unlink(missing_ok=True)
         raise
     return path
+
+
+def forget_calibration(model: nn.Module) -> bool:
+    """Remove the calibration stored for this model; whether there was one."""
+    if stored_calibration(model) is None:
+        return False
+    save_calibration(model_fingerprint(model), None)
+    return True
 
 
 def resolve_threshold(model: nn.Module, given: float | None = None) -> Threshold:
