@@ -213,7 +213,7 @@ def test_slicing_follows_the_original_geometry():
 
 @pytest.mark.parametrize("method", method_names())
 def test_every_method_runs_at_the_budget(loaded, method):
-    params = {"saliency": "norm"} if method in ("visionzip", "fastvid", "holitom") else {}
+    params = {"saliency": "norm"} if method in ("visionzip", "fastvid", "holitom", "flashvid") else {}
     result = ask(loaded, clip_of(56, frames=8), QUESTION, method=method, budget=0.5, params=params, max_new_tokens=2)
     assert len(result.answer_ids) == result.generated_tokens > 0
     if method == "uniform":  # whole frames: round(0.5 * 8) of 8

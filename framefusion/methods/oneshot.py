@@ -225,7 +225,7 @@ def saliency_source(model: nn.Module, method: str, saliency: str | None, patches
     probe = adapter.vision_probe(model, patches)
     if probe is None:
         raise ValueError(f"{method} ranks video tokens by the vision encoder's attention, which framefusion reads "
-                         f"for the Qwen-VL and LLaVA-OneVision vision towers only, not {adapter.name}'s; pass "
-                         f"saliency='norm' (--saliency norm) to rank by the feature norm instead, as VidCom2's Qwen "
-                         "adaptation does")
+                         "for the Qwen-VL, SigLIP (LLaVA-OneVision, LLaVA-Video, NVILA) and InternViT (InternVL2.5) "
+                         f"towers only, not {adapter.name}'s; pass saliency='norm' (--saliency norm) to rank by the "
+                         "feature norm instead, as VidCom2's Qwen adaptation does")
     return _Saliency(probe)
