@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter, token_positions
-from framefusion.adapters.vision_attention import SaliencyProbe, received_attention
+from framefusion.adapters.vision_attention import SaliencyProbe, frame_attention_probe
 from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
 from framefusion.core.patches import PatchStack
 
@@ -85,22 +85,6 @@ def internvit_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
     feature_layer = int(config.vision_feature_layer)
     attention = layers[feature_layer if feature_layer < 0 else feature_layer - 1].attention
     step = round(1 / config.downsample_ratio)
-    probe = SaliencyProbe(patches)
-    recorded: dict[str, torch.Tensor] = {}
-
-    def keeper(name: str):
-        def keep(_module, _args, output):
-            if probe.recording:
-                recorded[name] = output
-
-        return keep
-
-    def after_attention(_module, _args, _output):
-        if not probe.recording or "q" not in recorded:
-            return
-        tiles, n, _ = recorded["q"].shape
-        q, k = (recorded.pop(key).view(tiles, n, attention.num_heads, -1).transpose(1, 2) for key in ("q", "k"))
-        probe.parts.append(torch.stack([received_attention(q[t], k[t], attention.scale) for t in range(tiles)]))
 
     def finish(parts: list[torch.Tensor], _kwargs: dict) -> torch.Tensor:
         saliency = torch.cat(parts)[:, 1:]  # [tiles, side * side] patches (CLS dropped, as the features)
@@ -111,8 +95,4 @@ def internvit_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
         return blocks.flatten()
 
     # q and k after the layer's q/k norms (identities without qk_normalization), as its attention uses them
-    for name, norm in (("q", attention.q_norm), ("k", attention.k_norm)):
-        probe.hook(norm.register_forward_hook(keeper(name)), f"{name} norm")
-    probe.hook(attention.register_forward_hook(after_attention), "vision attention")
-    probe.watch_video_encoder(module, finish)
-    return probe
+    return frame_attention_probe(module, attention, patches, finish, attention.q_norm, attention.k_norm)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter, split_sizes, token_positions
-from framefusion.adapters.vision_attention import SaliencyProbe, received_attention
+from framefusion.adapters.vision_attention import SaliencyProbe, frame_attention_probe
 from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
 from framefusion.core.patches import PatchStack
 
@@ -67,22 +67,6 @@ def llava_next_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
     config = module.config
     settings = config.settings
     attention = tower_body(module.vision_tower).encoder.layers[-1].self_attn
-    probe = SaliencyProbe(patches)
-    recorded: dict[str, torch.Tensor] = {}
-
-    def keeper(name: str):
-        def keep(_module, _args, output):
-            if probe.recording:
-                recorded[name] = output
-
-        return keep
-
-    def after_attention(_module, _args, _output):
-        if not probe.recording or "q" not in recorded:
-            return
-        frames, n, _ = recorded["q"].shape
-        q, k = (recorded.pop(key).view(frames, n, attention.num_heads, -1).transpose(1, 2) for key in ("q", "k"))
-        probe.parts.append(torch.stack([received_attention(q[f], k[f], attention.scale) for f in range(frames)]))
 
     def finish(parts: list[torch.Tensor], kwargs: dict) -> torch.Tensor:
         saliency = torch.cat(parts)  # [V * T, side * side]
@@ -106,8 +90,4 @@ def llava_next_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
             pooled = torch.cat((flat, flat.mean(dim=-1, keepdim=True)), dim=-1)
         return pooled.flatten()
 
-    for name, projection in (("q", attention.q_proj), ("k", attention.k_proj)):
-        probe.hook(projection.register_forward_hook(keeper(name)), f"{name} projection")
-    probe.hook(attention.register_forward_hook(after_attention), "vision attention")
-    probe.watch_video_encoder(module, finish)
-    return probe
+    return frame_attention_probe(module, attention, patches, finish)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from framefusion.adapters.base import FamilyAdapter
-from framefusion.adapters.vision_attention import SaliencyProbe, received_attention
+from framefusion.adapters.vision_attention import SaliencyProbe, frame_attention_probe
 from framefusion.core.layout import TokenLayout, VideoGrid, layout_from_videos
 from framefusion.core.patches import PatchStack
 
@@ -73,22 +73,6 @@ def nvila_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
     layers = getattr(tower, "vision_model", tower).encoder.layers  # transformers 5.24 dropped the wrapper
     select = config.mm_vision_select_layer
     attention = layers[select if select < 0 else select - 1].self_attn  # hidden_states[j] is layer j-1's output
-    probe = SaliencyProbe(patches)
-    recorded: dict[str, torch.Tensor] = {}
-
-    def keeper(name: str):
-        def keep(_module, _args, output):
-            if probe.recording:
-                recorded[name] = output
-
-        return keep
-
-    def after_attention(_module, _args, _output):
-        if not probe.recording or "q" not in recorded:
-            return
-        frames, n, _ = recorded["q"].shape
-        q, k = (recorded.pop(key).view(frames, n, attention.num_heads, -1).transpose(1, 2) for key in ("q", "k"))
-        probe.parts.append(torch.stack([received_attention(q[f], k[f], attention.scale) for f in range(frames)]))
 
     def finish(parts: list[torch.Tensor], kwargs: dict) -> torch.Tensor:
         saliency = torch.cat(parts)  # [sum T, n*n]
@@ -108,8 +92,4 @@ def nvila_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
                 pieces.append(torch.cat([pooled, trailing], dim=1).flatten())  # layout order: group by group
         return torch.cat(pieces)
 
-    for name, projection in (("q", attention.q_proj), ("k", attention.k_proj)):
-        probe.hook(projection.register_forward_hook(keeper(name)), f"{name} projection")
-    probe.hook(attention.register_forward_hook(after_attention), "vision attention")
-    probe.watch_video_encoder(module, finish)
-    return probe
+    return frame_attention_probe(module, attention, patches, finish)

@@ -111,16 +111,13 @@ def qwen_vit_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
     return probe
 
 
-def siglip_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
-    """LLaVA-OneVision's SigLIP tower: the layer whose output is the feature layer, pooled like the features."""
-    config = module.config
-    tower = module.vision_tower
-    layers = getattr(tower, "vision_model", tower).encoder.layers
-    feature_layer = config.vision_feature_layer
-    if not isinstance(feature_layer, int):
-        raise ValueError("vision saliency needs a single vision_feature_layer")
-    layer = layers[feature_layer if feature_layer < 0 else feature_layer - 1]  # hidden_states[j] = layer j-1's output
-    attention = layer.self_attn
+def frame_attention_probe(module: nn.Module, attention: nn.Module, patches: PatchStack,
+                          finish: Callable[[list[torch.Tensor], dict], torch.Tensor],
+                          q_module: nn.Module | None = None, k_module: nn.Module | None = None) -> SaliencyProbe:
+    """A probe of a ViT attention layer that sees one frame (image, tile) per batch row: while the video encoder
+    runs, the outputs of q_module and k_module (default: the layer's q_proj and k_proj) give each frame's received
+    attention [frames, n] (`received_attention`), one part per call; `finish(parts, encoder kwargs)` maps them to the
+    video tokens."""
     probe = SaliencyProbe(patches)
     recorded: dict[str, torch.Tensor] = {}
 
@@ -138,6 +135,24 @@ def siglip_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
         q, k = (recorded.pop(key).view(frames, n, attention.num_heads, -1).transpose(1, 2) for key in ("q", "k"))
         probe.parts.append(torch.stack([received_attention(q[f], k[f], attention.scale) for f in range(frames)]))
 
+    for name, source in (("q", q_module or attention.q_proj), ("k", k_module or attention.k_proj)):
+        probe.hook(source.register_forward_hook(keeper(name)), f"{name} projection")
+    probe.hook(attention.register_forward_hook(after_attention), "vision attention")
+    probe.watch_video_encoder(module, finish)
+    return probe
+
+
+def siglip_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
+    """LLaVA-OneVision's SigLIP tower: the layer whose output is the feature layer, pooled like the features."""
+    config = module.config
+    tower = module.vision_tower
+    layers = getattr(tower, "vision_model", tower).encoder.layers
+    feature_layer = config.vision_feature_layer
+    if not isinstance(feature_layer, int):
+        raise ValueError("vision saliency needs a single vision_feature_layer")
+    layer = layers[feature_layer if feature_layer < 0 else feature_layer - 1]  # hidden_states[j] = layer j-1's output
+    attention = layer.self_attn
+
     def finish(parts: list[torch.Tensor], _kwargs: dict) -> torch.Tensor:
         saliency = torch.cat(parts)  # [frames, n_patches]
         if config.vision_feature_select_strategy == "default":
@@ -147,8 +162,4 @@ def siglip_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
         pooled = nn.functional.interpolate(grid, size=[math.ceil(side / 2)] * 2, mode="bilinear")  # as apply_pooling
         return pooled.flatten()
 
-    for name, projection in (("q", attention.q_proj), ("k", attention.k_proj)):
-        probe.hook(projection.register_forward_hook(keeper(name)), f"{name} projection")
-    probe.hook(attention.register_forward_hook(after_attention), "vision attention")
-    probe.watch_video_encoder(module, finish)
-    return probe
+    return frame_attention_probe(module, attention, patches, finish)
