@@ -68,12 +68,21 @@ def received_attention(q: torch.Tensor, k: torch.Tensor, scaling: float) -> torc
     return probs.mean(dim=(0, 1))
 
 
-def qwen_vit_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
-    """The Qwen-VL vision transformer (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5): its last full-attention block."""
+# score(attention, q, k, forward kwargs, grid_thw) -> [n_tokens] saliency of the call's LLM tokens, ViT order;
+# q, k [n_patches, H, d] float32 after rotary
+QwenScore = Callable[[nn.Module, torch.Tensor, torch.Tensor, dict, torch.Tensor], torch.Tensor]
+
+
+def qwen_vit_attention_probe(module: nn.Module, patches: PatchStack, score: QwenScore,
+                             block: int | None = None) -> SaliencyProbe:
+    """Hooks on a Qwen-VL vision transformer's attention block (default: its last full-attention one; Qwen2.5-VL's
+    others attend in windows): `score` turns each call's q and k into token saliency, and the parts come back in the
+    merger's output order (Qwen2.5-VL runs in window order)."""
     visual = module.visual
-    full = list(getattr(visual, "fullatt_block_indexes", None) or [])  # Qwen2.5-VL: the others attend in windows
-    attention = visual.blocks[full[-1] if full else len(visual.blocks) - 1].attn
-    unit = visual.spatial_merge_size ** 2  # patches fused into one LLM token, consecutive in the sequence
+    full = list(getattr(visual, "fullatt_block_indexes", None) or [])
+    if block is None:
+        block = full[-1] if full else len(visual.blocks) - 1
+    attention = visual.blocks[block].attn
     probe = SaliencyProbe(patches)
     grids: list[torch.Tensor] = []
 
@@ -85,14 +94,10 @@ def qwen_vit_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
         if not probe.recording:
             return
         hidden = args[0] if args else kwargs["hidden_states"]  # [n_patches, width], normed
-        cu_seqlens = kwargs["cu_seqlens"]
         cos, sin = (t[:, None, :].float() for t in kwargs["position_embeddings"])  # [n_patches, 1, d]
         q, k, _ = attention.qkv(hidden).reshape(hidden.shape[0], 3, attention.num_heads, -1).unbind(1)
         q, k = q.float() * cos + rotate_half(q.float()) * sin, k.float() * cos + rotate_half(k.float()) * sin
-        bounds = cu_seqlens.tolist()
-        scores = [received_attention(q[a:b].transpose(0, 1), k[a:b].transpose(0, 1), attention.scaling)
-                  for a, b in zip(bounds[:-1], bounds[1:])]  # one softmax per frame (temporal patch)
-        probe.parts.append(torch.cat(scores).view(-1, unit).mean(dim=-1))  # [n_tokens], the ViT's order
+        probe.parts.append(score(attention, q, k, kwargs, grids[-1]))
 
     def finish(parts: list[torch.Tensor], _kwargs: dict) -> torch.Tensor:
         saliency = torch.cat(parts)
@@ -109,6 +114,20 @@ def qwen_vit_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
     probe.hook(attention.register_forward_pre_hook(before_attention, with_kwargs=True), "vision attention")
     probe.watch_video_encoder(module, finish)
     return probe
+
+
+def qwen_vit_probe(module: nn.Module, patches: PatchStack) -> SaliencyProbe:
+    """The Qwen-VL vision transformer (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5): the attention each patch receives in
+    its last full-attention block, one softmax per frame, averaged over the patches a token fuses."""
+    unit = module.visual.spatial_merge_size ** 2  # patches fused into one LLM token, consecutive in the sequence
+
+    def received(attention: nn.Module, q: torch.Tensor, k: torch.Tensor, kwargs: dict, _grid) -> torch.Tensor:
+        bounds = kwargs["cu_seqlens"].tolist()
+        scores = [received_attention(q[a:b].transpose(0, 1), k[a:b].transpose(0, 1), attention.scaling)
+                  for a, b in zip(bounds[:-1], bounds[1:])]  # one softmax per frame (temporal patch)
+        return torch.cat(scores).view(-1, unit).mean(dim=-1)  # [n_tokens], the ViT's order
+
+    return qwen_vit_attention_probe(module, patches, received)
 
 
 def frame_attention_probe(module: nn.Module, attention: nn.Module, patches: PatchStack,

@@ -341,59 +341,31 @@ class _MeanQuerySaliency:
 
     def __init__(self, model: nn.Module, patches: PatchStack):
         from framefusion.adapters import adapter_for
-        from framefusion.adapters.base import rotate_half
-        from framefusion.adapters.vision_attention import SaliencyProbe
+        from framefusion.adapters.vision_attention import qwen_vit_attention_probe
 
         module = adapter_for(model).multimodal_module(model)
         visual = getattr(module, "visual", None)
         if visual is None or not hasattr(visual, "blocks") or not hasattr(visual.blocks[-1].attn, "qkv"):
             raise ValueError("FastVID with budget_rule='authors' ranks by the authors' Qwen-VL vision saliency; this "
                              "model has no Qwen-VL vision transformer: use budget_rule='matched'")
-        attention = visual.blocks[-1].attn
         unit = visual.spatial_merge_size ** 2
-        probe, grids = SaliencyProbe(patches), []
-        full = list(getattr(visual, "fullatt_block_indexes", None) or [])
 
-        def before_visual(_module, args, kwargs):
-            if probe.recording:
-                grids.append(kwargs.get("grid_thw", args[1] if len(args) > 1 else None))
-
-        def before_attention(_module, args, kwargs):
-            if not probe.recording:
-                return
-            hidden = args[0] if args else kwargs["hidden_states"]  # [n_patches, width], normed
-            cos, sin = (t[:, None, :].float() for t in kwargs["position_embeddings"])
-            q, k, _ = attention.qkv(hidden).reshape(hidden.shape[0], 3, attention.num_heads, -1).unbind(1)
-            q = (q.float() * cos + rotate_half(q.float()) * sin).transpose(0, 1)  # [H, n, d]
-            k = (k.float() * cos + rotate_half(k.float()) * sin).transpose(0, 1)
+        def mean_query(_attention, q, k, _kwargs, grid_thw) -> torch.Tensor:
+            q, k = q.transpose(0, 1), k.transpose(0, 1)  # [H, n, d]
             heads, _, dim = q.shape
             scores = []
-            for grid in grids[-1]:  # one video after another, frames of h * w patches
-                frames, patches = int(grid[0]), int(grid[1] * grid[2])
-                size = frames * patches
-                q_video, k_video = q[:, :size].reshape(heads, frames, patches, dim), k[:, :size]
+            for grid in grid_thw:  # one video after another, frames of h * w patches
+                frames, patches_per_frame = int(grid[0]), int(grid[1] * grid[2])
+                size = frames * patches_per_frame
+                q_video, k_video = q[:, :size].reshape(heads, frames, patches_per_frame, dim), k[:, :size]
                 q, k = q[:, size:], k[:, size:]
                 mean_q = q_video.mean(dim=2, keepdim=True)  # [H, frames, 1, d]
-                mean_k = k_video.reshape(heads, frames, patches // unit, unit, dim).mean(dim=3)
+                mean_k = k_video.reshape(heads, frames, patches_per_frame // unit, unit, dim).mean(dim=3)
                 probs = torch.softmax(mean_q @ mean_k.transpose(-1, -2) / math.sqrt(dim), dim=-1)
                 scores.append(probs.mean(dim=2).mean(dim=0).flatten())  # [frames * patches / unit]
-            probe.parts.append(torch.cat(scores))
+            return torch.cat(scores)
 
-        def finish(parts, _kwargs):
-            saliency = torch.cat(parts)
-            if full and grids:  # Qwen2.5-VL ran in window order: back to the merger's output order
-                from transformers.vision_utils import get_vision_window_index
-
-                window, _ = get_vision_window_index(torch.cat(grids), spatial_merge_size=visual.spatial_merge_size,
-                                                    window_size=visual.window_size, patch_size=visual.patch_size)
-                saliency = saliency[torch.argsort(window.to(saliency.device))]
-            grids.clear()
-            return saliency
-
-        probe.hook(visual.register_forward_pre_hook(before_visual, with_kwargs=True), "vision grids")
-        probe.hook(attention.register_forward_pre_hook(before_attention, with_kwargs=True), "vision attention")
-        probe.watch_video_encoder(module, finish)
-        self.probe = probe
+        self.probe = qwen_vit_attention_probe(module, patches, mean_query, block=len(visual.blocks) - 1)
 
     def __call__(self, vision_hidden: torch.Tensor) -> torch.Tensor:
         taken = self.probe.take()
