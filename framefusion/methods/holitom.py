@@ -55,6 +55,7 @@ from framefusion.core.prune import attention_importance, keep_most_important
 from framefusion.methods.clustering import dpc_knn_scores, nearest_centre, top_indices
 from framefusion.methods.common import check_budget
 from framefusion.methods.install import install_method
+from framefusion.methods.memo import memo_of
 from framefusion.methods.oneshot import (
     Selection,
     Stage,
@@ -317,7 +318,8 @@ def apply_holitom(model: nn.Module, budget: float = 0.3, saliency: str = "attent
             point = holitom_point(stack, config.inner_layer) if inner else None
             outer, ratio = holitom_budget(budget, stack.num_layers, point, config.inner_ratio)
             stages = [Stage(0, lambda lay, hidden, _attention: keep_per_video(lay, hidden, outer, video_fn,
-                                                                              score(hidden)))]
+                                                                              score(hidden), memo_of(model),
+                                                                              "holitom"))]
             if point is not None and ratio > 0:
                 stages.append(Stage(point, lambda lay, hidden, attention: inner_merge(lay, hidden, attention, ratio),
                                     needs_attention=True))

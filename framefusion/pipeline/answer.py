@@ -170,9 +170,11 @@ class _TimingStreamer(TextStreamer):
 
 
 def model_inputs(loaded: LoadedModel, clips: Sequence[VideoClip], question: str,
-                 images: Sequence[Any] | None = None) -> BatchFeature:
-    """Processor outputs on the model's device, floating tensors in the model's dtype."""
-    inputs = prepare_inputs(loaded.processor, list(clips), question, images=list(images or []) or None)
+                 images: Sequence[Any] | None = None, history: Sequence[tuple[str, str]] = ()) -> BatchFeature:
+    """Processor outputs on the model's device, floating tensors in the model's dtype (history: earlier
+    (question, answer) turns about the same videos)."""
+    inputs = prepare_inputs(loaded.processor, list(clips), question, images=list(images or []) or None,
+                            history=history)
     return BatchFeature({key: _to_model(value, loaded) for key, value in inputs.items()})
 
 
