@@ -8,6 +8,11 @@ from typing import Annotated
 
 import typer
 
+try:  # Typer 0.29 carries its own click; earlier releases use click itself
+    from typer._click.exceptions import MissingParameter
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click import MissingParameter
+
 from ffcli import options as o
 from ffcli.errors import note_line, reported_errors
 from ffcli.groups import ModelOptions, ReductionOptions, SamplingOptions
@@ -39,7 +44,8 @@ def ask_command(
     """
     asked = ([question] if question is not None else []) + list(questions or [])
     if not asked:
-        raise typer.BadParameter("give a question: QUESTION, or one or more -q QUESTION", param_hint="'QUESTION'")
+        raise MissingParameter("give QUESTION, or one or more -q QUESTION", param_hint="'QUESTION'",
+                               param_type="argument")
     quiet_libraries(verbose)
     with reported_errors(verbose):
         frames_from = sampling(video_sampling)

@@ -65,7 +65,7 @@ def test_ask_json_prints_one_record_per_question_equal_to_single_asks(model_args
 def test_ask_without_a_question_is_one_line(model_args, video_file):  # noqa: F811
     result = run("ask", video_file, *model_args)
     assert result.exit_code == 2
-    assert_one_line_error(result.stderr, "give a question")
+    assert_one_line_error(result.stderr, "Missing argument", "-q QUESTION")
 
 
 def test_chat_reads_questions_until_exit(model_args, video_file):  # noqa: F811

@@ -43,11 +43,12 @@ def assert_same_answer(answer, fresh) -> None:
 def test_every_answer_equals_a_fresh_ask(family, method, tiny_model_factory):
     loaded = loaded_model(tiny_model_factory, family)
     clip = make_random_clip(8, static_fraction=0.5)
+    questions = QUESTIONS[:2]  # the first records, the second replays
     fresh = [ask(loaded, clip, question, method=method, budget=0.3, max_new_tokens=NEW_TOKENS)
-             for question in QUESTIONS]
+             for question in questions]
     stock = instance_state(loaded.model)  # after a first run (transformers adds its own hooks on first use)
     with VideoSession(loaded, clip, method=method, budget=0.3) as session:
-        answers = [session.ask(question, max_new_tokens=NEW_TOKENS) for question in QUESTIONS]
+        answers = [session.ask(question, max_new_tokens=NEW_TOKENS) for question in questions]
         assert instance_state(loaded.model) == stock  # nothing of the session stays on the model between questions
     for answer, reference in zip(answers, fresh):
         assert_same_answer(answer, reference)
