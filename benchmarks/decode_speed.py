@@ -214,8 +214,8 @@ def measure_short(path: Path, frames: int, repeats: int) -> dict:
     index = pyav_reader.read_index(path)
     wanted = index.presentation[sample_indices(index.times, index.duration, num_frames=frames, max_frames=1024)]
     targets = np.flatnonzero(np.isin(index.pts, wanted))
-    arrays, _ = pyav_reader.decode_frames(path, index, wanted, DecodePlan((DecodeRun(0, int(targets.max()),
-                                                                                      tuple(targets.tolist()), False),)))
+    one_pass = DecodePlan((DecodeRun(0, int(targets.max()), tuple(targets.tolist()), False),))
+    arrays, _ = pyav_reader.decode_frames(path, index, wanted, one_pass)
     exact = bool(np.array_equal(clips["av"].frames, np.stack([arrays[int(p)] for p in wanted.tolist()])))
     threads = pyav_reader.decode_threads() if hasattr(pyav_reader, "decode_threads") else "auto (sequential plans only)"
     return {"times": times, "exact": exact, "threads": threads, "load": os.getloadavg()}
