@@ -7,7 +7,10 @@ tokens (FrameFusion's merges, the pre-LLM selections, DyCoke's temporal merge) a
 up to the first step that ranks tokens by the attention of the prompt's last rows, which are the question's:
 FrameFusion's prune, FastV's prune, HoliTom's inner merge, DyCoke's KV pruning (`Reducer.prunes_at`). That point
 is the boundary B (B = L when no step ranks by attention: dense, `uniform`, the pre-LLM methods, FrameFusion when
-its merges meet the budget). A recording prefill keeps, for the layers l < B, the prefix's KV rows, and for each
+its merges meet the budget). This rests on one property of the reducers, true of every one here and to be kept by
+new ones: a step that does not rank by attention reads only the video tokens' states (StagedReduction hands its
+choosers the video rows; FrameFusion's merges compare video tokens), and the prefill mask is the model's causal one
+(a reducer with its own mask is not replayed). A recording prefill keeps, for the layers l < B, the prefix's KV rows, and for each
 reduction point k <= B, the prefix rows of the states entering the step at k (and at B the prefix's k_proj
 outputs, which the attention ranking reads). A replaying prefill runs point 0 on the whole prompt's embeddings (the
 features come from the same encoder call), then in layers l < B only the question's tokens: the recorded KV rows
