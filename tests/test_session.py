@@ -213,3 +213,24 @@ def test_content_key_reads_every_byte():
     assert content_key("e", {"x": pixels}) == content_key("e", {"x": pixels.clone()})
     assert content_key("e", {"x": pixels}) != content_key("e", {"x": pixels.double()})
     assert content_key("e", {"x": pixels.bfloat16()}) == content_key("e", {"x": pixels.bfloat16()})
+
+
+def test_a_prompt_with_another_video_prefix_is_not_replayed(tiny_model_factory):
+    """The record is replayed only where the prompt's ids up to its last video token are the recorded ones."""
+    from framefusion.core.prefix import PrefixReuse
+    from framefusion.methods.install import installed_engine
+
+    loaded = loaded_model(tiny_model_factory, "qwen2_vl")
+    clips = [make_random_clip(8, static_fraction=0.5, seed=0), make_random_clip(16, static_fraction=0.5, seed=1)]
+    prefix = PrefixReuse()
+    used, ids = [], []
+    for clip in (clips[0], clips[1], clips[0]):
+        with reduced(loaded.model, "framefusion", 0.3), patch_scope(loaded.model) as patches:
+            patches.set_attribute(installed_engine(loaded.model), "prefix", prefix)
+            generation = greedy_generate(loaded, model_inputs(loaded, [clip], QUESTIONS[1]), NEW_TOKENS)
+        used.append(prefix.last)
+        ids.append(generation.new_tokens.tolist())
+    assert used[0].recorded and used[1].replayed_layers == 0 and "differs" in used[1].note
+    assert used[2].replayed_layers > 0
+    for clip, got in zip((clips[0], clips[1], clips[0]), ids):
+        assert got == ask(loaded, clip, QUESTIONS[1], max_new_tokens=NEW_TOKENS).answer_ids
