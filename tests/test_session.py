@@ -164,6 +164,7 @@ def test_video_session_is_exported_lazily():
     imported = [node.module for node in tree.body if isinstance(node, ast.ImportFrom)]
     assert imported and not any(name.startswith("framefusion.pipeline") for name in imported)
     assert framefusion.VideoSession is session_class and "VideoSession" in framefusion.__all__
+    assert "VideoSession" in dir(framefusion)
 
 
 # ---- the feature cache -----------------------------------------------------------------------------------------
