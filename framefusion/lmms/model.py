@@ -33,9 +33,9 @@ import torch
 from lmms_eval.api.model import lmms
 from loguru import logger
 
+from framefusion.core.feature_cache import FeatureCache
 from framefusion.methods import get_method, method_parameter_names
 from framefusion.models import ModelArgError
-from framefusion.core.feature_cache import FeatureCache
 from framefusion.pipeline import ask, load_videos
 from framefusion.pipeline.loading import load_model
 from framefusion.video import Sampling, VideoClip
