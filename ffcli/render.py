@@ -20,10 +20,10 @@ from rich.text import Text
 
 if TYPE_CHECKING:  # the heavy modules load with the command that needs them
     from framefusion.pipeline import AskResult
-    from framefusion.pipeline.session import SessionAnswer
     from framefusion.pipeline.compare import CompareResult
     from framefusion.pipeline.evaluation import MethodScore
     from framefusion.pipeline.profiling import ProfileRun
+    from framefusion.pipeline.session import SessionAnswer
 
 
 PIPE_WIDTH = 160  # tables written to a file or pipe are not squeezed to 80 columns

@@ -10,9 +10,11 @@ is the boundary B (B = L when no step ranks by attention: dense, `uniform`, the 
 its merges meet the budget). This rests on one property of the reducers, true of every one here and to be kept by
 new ones: a step that does not rank by attention reads only the video tokens' states (StagedReduction hands its
 choosers the video rows; FrameFusion's merges compare video tokens), and the prefill mask is the model's causal one
-(a reducer with its own mask is not replayed). A recording prefill keeps, for the layers l < B, the prefix's KV rows, and for each
-reduction point k <= B, the prefix rows of the states entering the step at k (and at B the prefix's k_proj
-outputs, which the attention ranking reads). A replaying prefill runs point 0 on the whole prompt's embeddings (the
+(a reducer with its own mask is not replayed).
+
+A recording prefill keeps, for the layers l < B, the prefix's KV rows, and for each reduction point k <= B, the
+prefix rows of the states entering the step at k (and at B the prefix's k_proj outputs, which the attention
+ranking reads). A replaying prefill runs point 0 on the whole prompt's embeddings (the
 features come from the same encoder call), then in layers l < B only the question's tokens: the recorded KV rows
 go into the layer's cache first and the question's rows attend to them (an explicit mask: all prefix rows, causal
 among the question's); at each reduction point the recorded prefix states are put back next to the question's
