@@ -1,6 +1,7 @@
 """Video decoding speed and memory: seek-based PyAV sampling against a full sequential decode and decord.
 
     python benchmarks/decode_speed.py [--frames 32] [--folder /tmp/framefusion-decode] [--hour]
+    python benchmarks/decode_speed.py --short [--frames 24] [--repeats 21]
 
 Writes its own test videos once (into --folder): a 10-minute 640x360 30 fps H.264 file with B-frames and
 250-frame GOPs, a variable-frame-rate file of the same length, and with --hour a 1-hour 1080p file (each made by
@@ -9,12 +10,19 @@ in a fresh process: framefusion's PyAV loader (seek-based), the same frames by o
 loader's path before seeking, its slow reference), decord, and decoding only the keyframes the samples need
 (a floor: no exact loader can do less). It reports seconds, packets sent to the decoder, peak RSS and the
 ratio to decord, checks the seek-based frames against the sequential ones, and prints a Markdown table.
+
+--short measures short clips instead (benchmark clips are mostly under a minute): 30-second 320x240 files, one
+variable and one constant frame rate, loaded --repeats times by PyAV and by decord in turn in one process (the
+loaders alternate, so drifts in the speed of a shared machine hit both; the garbage of the imports is collected
+and frozen first, so that no collection of it lands inside a load), with the medians, the first load of each in
+the process, and the PyAV frames checked against a sequential decode.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -45,8 +53,9 @@ def minute_frames(height: int, width: int, count: int = MINUTE_FRAMES):
         yield frame
 
 
-def encode_minute(path: Path, height: int, width: int, variable: bool) -> Path:
-    """One minute of H.264 with B-frames and 250-frame GOPs (variable frame rate: 15-60 ms between frames)."""
+def encode_minute(path: Path, height: int, width: int, variable: bool, count: int = MINUTE_FRAMES) -> Path:
+    """One minute (`count` frames) of H.264 with B-frames and 250-frame GOPs (variable frame rate: 15-60 ms between
+    frames)."""
     rng = np.random.default_rng(1)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=30)
@@ -56,7 +65,7 @@ def encode_minute(path: Path, height: int, width: int, variable: bool) -> Path:
         if variable:
             stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
         pts = 0
-        for image in minute_frames(height, width):
+        for image in minute_frames(height, width, count):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             if variable:
                 frame.pts, frame.time_base = pts, Fraction(1, 1000)
@@ -126,7 +135,8 @@ def measure(mode: str, path: Path, frames: int, save: Path | None) -> dict:
         if mode == "sequential":
             plan = DecodePlan((DecodeRun(0, int(targets.max()), tuple(targets.tolist()), False),))
             arrays, _ = pyav_reader.decode_frames(path, index, wanted, plan,
-                                                  lambda done, total: packets.__setitem__(0, done))
+                                                  lambda done, total: packets.__setitem__(0, done),
+                                                  threads=pyav_reader.decode_threads())
             result = np.stack([arrays[int(p)] for p in wanted.tolist()])
         elif mode == "keyframes":
             keys = np.unique(start_positions(index.pts, index.keyframe, targets))
@@ -164,6 +174,71 @@ def run_child(mode: str, path: Path, frames: int, save: Path | None) -> dict:
     return json.loads(done.stdout)
 
 
+# ---------------------------------------------------------------- short clips, interleaved in one process
+
+
+SHORT_FILES = {"30 s 320x240 VFR": ("vfr30_320x240.mp4", True, 800),  # 15-60 ms apart: about 30 s
+               "34 s 320x240 VFR": ("vfr34_320x240.mp4", True, 900),  # its backward seeks land a keyframe early
+               "30 s 320x240 CFR": ("cfr30_320x240.mp4", False, 900)}
+
+
+def short_files(folder: Path) -> dict[str, Path]:
+    """The short clips, written once into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, (file, variable, count) in SHORT_FILES.items():
+        path = folder / file
+        if not path.exists():
+            encode_minute(path, 240, 320, variable, count)
+        files[name] = path
+    return files
+
+
+def measure_short(path: Path, frames: int, repeats: int) -> dict:
+    """PyAV and decord loading the same frames in turn, `repeats` times each: seconds per load, first loads."""
+    import gc
+
+    from framefusion.video import load_video, pyav_reader
+    from framefusion.video.sampling import sample_indices
+    from framefusion.video.seek_plan import DecodePlan, DecodeRun
+
+    gc.collect()
+    gc.freeze()  # the imports' garbage: its collection would land inside whichever load triggers it
+    times: dict[str, list[float]] = {"av": [], "decord": []}
+    clips = {}
+    for round_index in range(repeats):
+        for decoder in ("av", "decord") if round_index % 2 == 0 else ("decord", "av"):
+            start = time.perf_counter()
+            clips[decoder] = load_video(path, num_frames=frames, max_frames=1024, decoder=decoder)
+            times[decoder].append(time.perf_counter() - start)
+    index = pyav_reader.read_index(path)
+    wanted = index.presentation[sample_indices(index.times, index.duration, num_frames=frames, max_frames=1024)]
+    targets = np.flatnonzero(np.isin(index.pts, wanted))
+    one_pass = DecodePlan((DecodeRun(0, int(targets.max()), tuple(targets.tolist()), False),))
+    arrays, _ = pyav_reader.decode_frames(path, index, wanted, one_pass)
+    exact = bool(np.array_equal(clips["av"].frames, np.stack([arrays[int(p)] for p in wanted.tolist()])))
+    threads = pyav_reader.decode_threads() if hasattr(pyav_reader, "decode_threads") else "auto (sequential plans only)"
+    return {"times": times, "exact": exact, "threads": threads, "load": os.getloadavg()}
+
+
+def report_short(folder: Path, frames: int, repeats: int) -> None:
+    """The short-clip table (each file in its own process)."""
+    rows = ["| file | loader | frames | median (s) | min (s) | first load (s) | vs decord (median) | exact vs "
+            "sequential |", "|---|---|---|---|---|---|---|---|"]
+    for name, path in short_files(folder).items():
+        command = [sys.executable, __file__, "--short-child", str(path), "--frames", str(frames), "--repeats",
+                   str(repeats)]
+        result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        medians = {loader: float(np.median(values)) for loader, values in result["times"].items()}
+        for loader, values in result["times"].items():
+            exact = ("yes" if result["exact"] else "NO") if loader == "av" else ""
+            rows.append(f"| {name} | {'PyAV' if loader == 'av' else loader} | {frames} | {medians[loader]:.3f} | "
+                        f"{min(values):.3f} | {values[0]:.3f} | {medians[loader] / medians['decord']:.2f}x | {exact} |")
+        print(f"{name}: load average {' '.join(f'{v:.1f}' for v in result['load'])}, PyAV frame threads "
+              f"{result['threads']}", file=sys.stderr)
+    print("\n".join(rows))
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -172,11 +247,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32, help="frames sampled per file (64 on the 1-hour file)")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/framefusion-decode"))
     parser.add_argument("--hour", action="store_true", help="also a 1-hour 1080p file (memory; no sequential run)")
+    parser.add_argument("--short", action="store_true", help="short clips (30 s, 320x240), loaders interleaved")
+    parser.add_argument("--repeats", type=int, default=21, help="loads per loader with --short")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--short-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.child[0], Path(args.child[1]), args.frames, args.save)))
+        return
+    if args.short_child:
+        print(json.dumps(measure_short(args.short_child, args.frames, args.repeats)))
+        return
+    if args.short:
+        report_short(args.folder, 24 if args.frames == 32 else args.frames, args.repeats)
         return
     rows = ["| file | loader | frames | seconds | packets decoded | peak RSS (MiB) | above start (MiB) | vs decord "
             "| exact vs sequential |", "|---|---|---|---|---|---|---|---|---|"]

@@ -1,4 +1,4 @@
-"""The `framefusion` command: ask, compare, profile, visualize, calibrate."""
+"""The `framefusion` command: ask, chat, compare, profile, visualize, calibrate."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import typer  # noqa: E402
 
 from ffcli.ask import ask_command  # noqa: E402
 from ffcli.calibrate import calibrate_command  # noqa: E402
+from ffcli.chat import chat_command  # noqa: E402
 from ffcli.compare import compare_command  # noqa: E402
 from ffcli.errors import EXIT_INTERRUPTED, OneLineErrors, error_line, watch_interrupts  # noqa: E402
 from ffcli.groups import with_groups  # noqa: E402
@@ -51,8 +52,9 @@ def command_help(command: object) -> str:
     return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
 
 
-for name, command in (("ask", ask_command), ("compare", compare_command), ("profile", profile_command),
-                      ("visualize", visualize_command), ("calibrate", calibrate_command)):
+for name, command in (("ask", ask_command), ("chat", chat_command), ("compare", compare_command),
+                      ("profile", profile_command), ("visualize", visualize_command),
+                      ("calibrate", calibrate_command)):
     app.command(name, help=command_help(command))(with_groups(command))
 
 

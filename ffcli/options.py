@@ -178,6 +178,12 @@ Fps = Annotated[float | None, typer.Option(
     help=f"Sample F frames per second instead of a fixed count (at most {MAX_FRAMES} frames are kept).")]
 Decoder = Annotated[Literal["av", "decord"], typer.Option(
     rich_help_panel=VIDEO_PANEL, help="Video decoder: PyAV or decord.")]
+Questions = Annotated[list[str] | None, typer.Option(
+    "--question", "-q", metavar="QUESTION", rich_help_panel=OUTPUT_PANEL, show_default=False,
+    help="A question (repeatable): each is answered in turn about one decoding and vision encoding of the video.")]
+History = Annotated[bool, typer.Option(
+    "--history", rich_help_panel=OUTPUT_PANEL,
+    help="Keep the conversation: each question sees the earlier questions and answers (default: each on its own).")]
 MaxNewTokens = Annotated[int, typer.Option(
     callback=check_positive, rich_help_panel=OUTPUT_PANEL, help="Longest answer, in tokens (greedy decoding).")]
 Json = Annotated[bool, typer.Option(

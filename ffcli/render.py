@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the heavy modules load with the command that needs them
     from framefusion.pipeline.compare import CompareResult
     from framefusion.pipeline.evaluation import MethodScore
     from framefusion.pipeline.profiling import ProfileRun
+    from framefusion.pipeline.session import SessionAnswer
 
 
 PIPE_WIDTH = 160  # tables written to a file or pipe are not squeezed to 80 columns
@@ -135,6 +136,11 @@ def ask_summary(result: AskResult) -> str:
             f"{seconds(t.processor_s)} · vision {seconds(t.vision_s)} · prefill {seconds(t.prefill_s)} · decode "
             f"{seconds(t.decode_s)} ({result.generated_tokens} tokens) · total {seconds(t.total_s)} · "
             f"peak memory {size(result.peak_memory_bytes)}{_threshold_note(result)}")
+
+
+def session_summary(answer: SessionAnswer) -> str:
+    """The summary line of a session's answer: ask's, then what it reused and about how much that saved."""
+    return f"{ask_summary(answer)} · {answer.reuse.summary()}"
 
 
 def _threshold_note(result: AskResult) -> str:

@@ -16,12 +16,15 @@ from framefusion.api import (
 )
 from framefusion.core.stats import ReductionStats, StepRecord
 
+LAZY = {"VideoSession": "framefusion.pipeline.session"}  # imported on first use: `import framefusion` stays light
+
 __all__ = [
     "FrameFusionConfig",
     "ReducedRun",
     "ReductionStats",
     "StepRecord",
     "UnsupportedModelError",
+    "VideoSession",
     "adapter_for",
     "apply_framefusion",
     "apply_method",
@@ -34,3 +37,15 @@ __all__ = [
     "select_frames",
     "supported_families",
 ]
+
+
+def __getattr__(name: str):
+    if name in LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -76,7 +76,7 @@ def test_command_help(command, extra):
 def test_command_descriptions_are_reflowed_paragraphs():
     """Typer prints a single line break of the help text as it stands: each paragraph must be one line."""
     commands = typer.main.get_command(app).commands
-    assert sorted(commands) == ["ask", "calibrate", "compare", "profile", "visualize"]
+    assert sorted(commands) == ["ask", "calibrate", "chat", "compare", "profile", "visualize"]
     for name, command in commands.items():
         paragraphs = command.help.split("\n\n")
         assert all(paragraph and "\n" not in paragraph for paragraph in paragraphs), name

@@ -169,3 +169,32 @@ def test_any_registered_method_and_its_parameters_pass_through_model_args(tmp_pa
                  budget=chat.budget, params=chat.params, max_new_tokens=1)
     assert result.stats.method == "flashvid"
     assert [step.point for step in result.stats.steps] == [0]  # the authors' absolute layer 20: none of 4 layers
+def test_consecutive_questions_on_a_video_encode_it_once(local_task, tmp_path):
+    """VideoMME's pattern (three questions per video, one after another): each video is encoded once, its later
+    requests are served from the feature cache (and its decoded frames reused), with the answers of requests run
+    without any cache."""
+    import dataclasses
+
+    task_dir, items = local_task
+    grouped = [dataclasses.replace(item, video=items[index // 3 * 3].video) for index, item in enumerate(items)]
+    data = tmp_path / "grouped.jsonl"
+    data.write_text("".join(json.dumps({"video": str(i.video), "question": i.question, "options": i.options,
+                                        "answer": i.answer, "task": i.task}) + "\n" for i in grouped))
+    task = tmp_path / "tasks"
+    task.mkdir()
+    (task / "fftest.yaml").write_text(TASK_YAML.format(data=data))
+    (task / "utils.py").write_text((task_dir / "utils.py").read_text())
+    stats = tmp_path / "stats.jsonl"
+    results = run_lmms(task, tmp_path, f"pretrained=demo,method=framefusion,budget=0.3,frames={FRAMES},"
+                                       f"stats_file={stats},feature_cache_mb=64")
+    lines = sorted((json.loads(line) for line in stats.read_text().splitlines()), key=lambda line: line["doc_id"])
+    videos = len(items) // 3
+    caches = [line["feature_cache"] for line in lines]
+    assert sum(not cache["hit"] for cache in caches) == videos  # one encoding per video
+    assert max(cache["misses"] for cache in caches) == videos and max(cache["hits"] for cache in caches) == 2 * videos
+    assert all(0 < cache["bytes"] <= cache["limit_bytes"] == 64 * 2 ** 20 for cache in caches)
+    assert sum(line["frames_reused"] for line in lines) == 2 * videos
+    _, predictions = direct_score(grouped, "framefusion", 0.3)
+    by_doc = {sample["doc_id"]: sample["filtered_resps"] for sample in results["samples"]}
+    answers = [by_doc[i][0] if isinstance(by_doc[i], list) else by_doc[i] for i in range(len(items))]
+    assert answers == predictions

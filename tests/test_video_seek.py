@@ -96,9 +96,11 @@ def gop_videos(tmp_path_factory):
 SAMPLINGS = [{"num_frames": 3}, {"num_frames": 7}, {"num_frames": 16}, {"fps": 4.0}, {"fps": 1000.0, "max_frames": 256}]
 
 
+@pytest.mark.parametrize("threads", [1, 2])  # the free cores decide between seeking and one threaded pass
 @pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: "-".join(f"{k}{v:g}" for k, v in s.items()))
 @pytest.mark.parametrize("name", ["closed", "open", "vfr", "late_start", "rotated", "mpeg4", "transport"])
-def test_frames_equal_a_full_sequential_decode(gop_videos, name, sampling):
+def test_frames_equal_a_full_sequential_decode(gop_videos, name, sampling, threads, monkeypatch):
+    monkeypatch.setattr(pyav_reader, "decode_threads", lambda: threads)
     frames, timestamps, _ = reference_sample(gop_videos[name], **sampling)
     clip = load_video(gop_videos[name], **sampling)
     assert clip.frames.shape == frames.shape
@@ -111,6 +113,45 @@ def test_sparse_sampling_decodes_a_fraction_of_the_packets(gop_videos):
     clip = load_video(gop_videos["closed"], num_frames=4, on_progress=lambda done, total: reports.append(total))
     assert clip.num_frames == 4 and reports
     assert reports[-1] < 240 / 2  # 4 samples from 10 GOPs of 24 frames: about half a GOP each
+
+
+def test_a_seek_that_lands_early_decodes_from_the_planned_keyframe(gop_videos, monkeypatch):
+    """In this VFR mp4 FFmpeg's backward seek lands on the previous keyframe (often the first): the packets before
+    the planned keyframe are read but not decoded, so the decoder does the plan's work, exactly."""
+    path = gop_videos["vfr"]
+    index = pyav_reader.read_index(path)
+    keys = np.flatnonzero(index.keyframe)
+    landed = []
+    with pyav_reader.open_container(path) as container:
+        stream = container.streams.video[0]
+        for key in keys[1:]:
+            container.seek(int(index.pts[key]), stream=stream, backward=True)
+            first = next(packet for packet in container.demux(stream) if packet.pts is not None)
+            landed.append(int(np.flatnonzero(index.pts == first.pts)[0]) < key)
+    assert sum(landed) >= len(landed) // 2  # the file shows the behaviour
+    decoded = []
+    original = pyav_reader._decode
+    monkeypatch.setattr(pyav_reader, "_decode", lambda packet: decoded.append(packet) or original(packet))
+    monkeypatch.setattr(pyav_reader, "decode_threads", lambda: 1)
+    frames, _, _ = reference_sample(path, num_frames=4)
+    decoded.clear()
+    clip = load_video(path, num_frames=4)
+    assert np.array_equal(clip.frames, frames)
+    times = index.times
+    from framefusion.video.sampling import sample_indices
+
+    wanted = index.presentation[sample_indices(times, index.duration, num_frames=4, max_frames=256)]
+    plan = plan_decode(index.pts, index.keyframe, np.flatnonzero(np.isin(index.pts, wanted)))
+    assert plan.seeks >= 2
+    assert len(decoded) <= plan.packets + 4 * len(plan.runs)  # B-frame reordering delays a few per run
+
+
+def test_free_cores_make_one_threaded_pass_the_plan_for_short_files():
+    pts, key = closed_gops(900, 250)  # 30 s at 30 fps, a keyframe every 250 frames
+    targets = np.linspace(10, 880, 24).astype(int)
+    single, threaded = plan_decode(pts, key, targets), plan_decode(pts, key, targets, threads=2)
+    assert single.seeks > 0 and threaded.seeks == 0 and len(threaded.runs) == 1
+    assert plan_decode(pts, key, np.array([100, 600]), threads=2).seeks == 1  # two far-apart samples still seek
 
 
 def test_a_failed_seek_falls_back_to_one_pass_and_stays_exact(gop_videos, monkeypatch):

@@ -22,9 +22,9 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
 
         def make(original):
             def deepstack(hidden_states, visual_pos_masks, visual_embeds):
-                run = engine.run
-                if run is not None and run.version > 0 and visual_pos_masks is not None:
-                    visual_pos_masks, visual_embeds = cut_deepstack(visual_pos_masks, visual_embeds, run.alive)
+                rows = engine.rows()  # the positions the layers pass on (a replayed video prefix leaves them out)
+                if rows is not None and visual_pos_masks is not None:
+                    visual_pos_masks, visual_embeds = cut_deepstack(visual_pos_masks, visual_embeds, rows)
                 return original(hidden_states, visual_pos_masks, visual_embeds)
 
             return deepstack

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from framefusion.adapters.base import rotate_half
+from framefusion.core.feature_cache import SALIENCY_PROBE
 from framefusion.core.patches import PatchStack
 
 
@@ -36,12 +37,17 @@ class SaliencyProbe:
             raise RuntimeError("no vision-encoder saliency was recorded for this prompt's videos")
         return self.latest
 
+    def serve(self, saliency: torch.Tensor) -> None:
+        """Hand over the saliency recorded with cached features (the encoder did not run this time)."""
+        self.latest = saliency
+
     def hook(self, handle, label: str) -> None:
         """Keep a hook handle on the patch stack."""
         self.patches.add_hook(handle, f"saliency probe: {label}")
 
     def watch_video_encoder(self, module: nn.Module, finish: Callable[[list[torch.Tensor], dict], torch.Tensor]) -> None:
-        """Wrap `module.get_video_features`: collect the parts recorded while it runs, then `finish` them."""
+        """Wrap `module.get_video_features`: collect the parts recorded while it runs, then `finish` them. The probe
+        is registered on the module (SALIENCY_PROBE), so that a feature cache can store and serve its saliency."""
 
         def make(original: Callable) -> Callable:
             @functools.wraps(original)
@@ -58,6 +64,7 @@ class SaliencyProbe:
             return get_video_features
 
         self.patches.wrap_method(module, "get_video_features", make, "saliency probe: video encoder")
+        self.patches.set_attribute(module, SALIENCY_PROBE, self, "saliency probe: registered")
 
     recording = False
 

@@ -40,6 +40,9 @@ class ReductionEngine:
         self.run: Reducer | None = None
         self.last_stats: ReductionStats | None = None
         self._sliced: dict[tuple[int, int, torch.device], Any] = {}
+        self.prefix: Any = None  # a core.prefix.PrefixReuse a session attaches: records / replays the video prefix
+        self._prefix_pass: Any = None  # its pass over the running prefill
+        self.present: torch.Tensor | None = None  # positions of the rows the layers pass on, when not run.alive
 
     # ---- installation ----------------------------------------------------------------------------------
     def install(self, patches: PatchStack) -> None:
@@ -75,6 +78,7 @@ class ReductionEngine:
     def _before_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.run = None
         self._sliced.clear()
+        self._prefix_pass, self.present = None, None
         inputs = dict(kwargs)
         if args:
             inputs.update(self._signature.bind_partial(*args).arguments)
@@ -105,6 +109,8 @@ class ReductionEngine:
         if isinstance(mask, torch.Tensor) and mask.ndim == 2 and not bool(mask.all()):
             raise ValueError(f"{self.description} does not support padded prompts (attention_mask has zeros)")
         self.run = self.make_reducer(layout, self.stack, input_ids.device)
+        if self.prefix is not None:
+            self._prefix_pass = self.prefix.begin(self, self.run, input_ids, layout.positions, cache)
 
     def _layout(self, module: nn.Module, input_ids: torch.Tensor, video: dict | None) -> TokenLayout | None:
         layout = self.adapter.token_layout(module, input_ids, video)
@@ -116,8 +122,11 @@ class ReductionEngine:
     def _after_forward(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         run, self.run = self.run, None
         self._sliced.clear()
+        prefix, self._prefix_pass, self.present = self._prefix_pass, None, None
         if run is None:
             return
+        if prefix is not None:
+            prefix.finish()
         self.last_stats = run.stats()
         self.last_stats.linear_layers = self.stack.linear  # for the cost model: linear layers are linear in N
         cache = output_cache(output)
@@ -137,13 +146,19 @@ class ReductionEngine:
                 if attends:
                     self._fix_decode_mask(index, hidden, kwargs)
                 return original(hidden, *rest, **kwargs)
+            prefix = self._prefix_pass
+            if prefix is not None and prefix.replays(index):
+                return prefix.layer(self, index, layer, original, run, hidden, rest, kwargs)
             if index == 0:
                 hidden = run.step(0, hidden)
             kwargs = self._slice_inputs(run, hidden.device, kwargs)
             if attends:
                 kwargs = self._reducer_mask(run, hidden, kwargs)
             if run.finished:
-                return original(hidden, *rest, **kwargs)
+                output = original(hidden, *rest, **kwargs)
+                if prefix is not None:
+                    prefix.after_layer(index, run, kwargs)
+                return output
             return self._reducing_block(index, layer, run, hidden, kwargs)
 
         return forward
@@ -158,6 +173,8 @@ class ReductionEngine:
         with recorder:
             mixed = self.adapter.run_mixer(layer, layer.input_layernorm(hidden), kwargs)
         hidden = residual + mixed
+        if self._prefix_pass is not None:
+            self._prefix_pass.before_step(index, run, kwargs, hidden, recorder.outputs["k"] if prunes else None, prunes)
         query_keys = None
         if prunes:
             query_keys = self.adapter.query_keys(attention, recorder.outputs["q"], recorder.outputs["k"],
@@ -188,6 +205,13 @@ class ReductionEngine:
             self._sliced[key] = run.prefill_attention_mask(self.text_config._attn_implementation, hidden.dtype,
                                                            hidden.device)
         return kwargs if self._sliced[key] is None else {**kwargs, "attention_mask": self._sliced[key]}
+
+    def rows(self) -> torch.Tensor | None:
+        """Positions of the rows the decoder layers pass on now (None: every position of the prompt)."""
+        if self.present is not None:
+            return self.present
+        run = self.run
+        return run.alive if run is not None and run.version > 0 else None
 
     def _fix_decode_mask(self, index: int, hidden: torch.Tensor, kwargs: dict) -> None:
         """On a cache filled by a reducing prefill, layers hold different lengths: give each its own mask."""

@@ -9,6 +9,13 @@ one (batch size 1); several processes (`accelerate launch` / `torchrun`) each ta
 splits them, on cuda:LOCAL_RANK when there is a GPU. With stats_file=PATH every answered request appends one JSON
 line: doc_id, task, method, budget, kept_ratio, prefill_ratio, vision tokens, tokens per layer and timings.
 
+Benchmarks ask several questions per video (VideoMME three, in consecutive requests): the vision features of
+each video input (per file and sampling, keyed by the content of the processor's pixel tensors) stay in a
+least-recently-used cache of at most feature_cache_mb megabytes (0 turns it off), so a video is encoded once
+while its questions follow each other; the previous request's decoded frames are reused when it named the same
+files. The stats lines say whether the request's features came from the cache and the cache's hits, misses,
+evictions and bytes so far.
+
 model_args: the keys of MODEL_ARGS below; any method parameter by its library name (framefusion.methods, e.g.
 ratio_lower_bound, saliency, tau); and, for checkpoints in an original format (LLaVA-NeXT, InternVL2.5,
 MiniCPM-V 2.6, NVILA), the config keys that format lets users override (e.g. mm_newline_position=grid), as
@@ -26,18 +33,21 @@ import torch
 from lmms_eval.api.model import lmms
 from loguru import logger
 
+from framefusion.core.feature_cache import FeatureCache
 from framefusion.methods import get_method, method_parameter_names
-from framefusion.pipeline import ask
+from framefusion.pipeline import ask, load_videos
 from framefusion.pipeline.loading import ModelArgumentError, load_model
-from framefusion.video import Sampling
+from framefusion.video import Sampling, VideoClip
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".flv", ".wmv", ".mpeg", ".mpg", ".ts", ".gif"}
 DEFAULT_MAX_NEW_TOKENS = 64  # when the task's generation_kwargs name none
+DEFAULT_FEATURE_CACHE_MB = 512  # vision features kept across requests (a few videos of 64 frames at 7B size)
 MODEL_ARGS = {  # key: default (lmms-eval parses numbers and booleans; "None" stays a string)
     "pretrained": "demo", "method": "framefusion", "budget": 0.3, "similarity": None,
     "frames": 16, "fps": None, "max_frames": 256,
     "decoder": "av", "device": "auto", "dtype": "auto", "attn": "sdpa", "stats_file": None,
     "random_weights": False, "width_scale": None, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
+    "feature_cache_mb": DEFAULT_FEATURE_CACHE_MB,
 }
 LMMS_ARGS = ("batch_size", "max_batch_size")  # lmms-eval passes these to every model
 
@@ -71,6 +81,9 @@ class FrameFusionChat(lmms):
                                  fps=None if fps is None else float(fps), max_frames=int(args["max_frames"]),
                                  decoder=str(args["decoder"]))
         self.max_new_tokens = int(args["max_new_tokens"])
+        cache_mb = float(args["feature_cache_mb"] or 0)
+        self.features = FeatureCache(max_bytes=int(cache_mb * 2 ** 20)) if cache_mb > 0 else None
+        self._last_videos: tuple[tuple[str, ...], list[VideoClip], float] | None = None  # paths, clips, seconds
         self.stats_file = None if args["stats_file"] is None else Path(str(args["stats_file"]))
         device = str(args["device"])
         if device == "auto" and torch.cuda.is_available():
@@ -101,13 +114,38 @@ class FrameFusionChat(lmms):
         answers = []
         for request in tqdm(requests, disable=self.rank != 0, desc="framefusion"):
             videos, images, question, gen_kwargs = self.read_request(request)
-            result = ask(self.loaded, videos, question, images=images, method=self.method, budget=self.budget,
-                         params=self.params, sampling=self.sampling, **generation_options(gen_kwargs,
-                                                                                          self.max_new_tokens))
+            result, reuse = self.answer(videos, images, question, gen_kwargs)
             answers.append(result.answer)
             if self.stats_file is not None and not request.metadata.get("__padding_only__"):
-                self.write_stats(request, result)
+                self.write_stats(request, result, reuse)
         return answers
+
+    def answer(self, videos: list[str], images: list[Any], question: str, gen_kwargs: dict) -> tuple[Any, dict]:
+        """(framefusion.pipeline.ask's result, what it reused) for one request: the videos decoded unless the
+        previous request named the same files, their features from the cache when seen before."""
+        clips, video_s, frames_reused = self._clips(videos)
+        hits = self.features.hits if self.features is not None else 0
+        if self.features is not None:
+            self.features.label = f"{' + '.join(videos)} @ {self.sampling}"
+        result = ask(self.loaded, clips, question, images=images, method=self.method, budget=self.budget,
+                     params=self.params, features=self.features,
+                     **generation_options(gen_kwargs, self.max_new_tokens))
+        result.timings.video_s = video_s
+        result.timings.total_s += video_s
+        reuse: dict[str, Any] = {"frames_reused": frames_reused}
+        if self.features is not None:
+            reuse["feature_cache"] = {"hit": self.features.hits > hits, **self.features.counters(),
+                                      "limit_bytes": self.features.max_bytes}
+        return result, reuse
+
+    def _clips(self, videos: list[str]) -> tuple[list[VideoClip], float, bool]:
+        """(sampled clips, seconds spent decoding now, whether they were the previous request's)."""
+        key = tuple(videos)
+        if self._last_videos is not None and self._last_videos[0] == key and videos:
+            return self._last_videos[1], 0.0, True
+        clips, seconds = load_videos(videos, self.sampling)
+        self._last_videos = (key, clips, seconds)
+        return clips, seconds, False
 
     def read_request(self, request) -> tuple[list[str], list[Any], str, dict]:
         """(video paths, images, question text, generation kwargs) of a chat request."""
@@ -127,7 +165,7 @@ class FrameFusionChat(lmms):
                 texts.append(message["content"])
         return videos, images, "\n".join(t for t in texts if t), dict(gen_kwargs or {})
 
-    def write_stats(self, request, result) -> None:
+    def write_stats(self, request, result, reuse: dict | None = None) -> None:
         """Append one JSON line for this request (one write: lines of several processes do not interleave)."""
         timings = result.timings.to_dict()
         record = {"doc_id": request.doc_id, "task": request.task_name, "rank": self.rank, "method": result.method,
@@ -137,7 +175,7 @@ class FrameFusionChat(lmms):
                   "similarity_threshold": result.similarity_threshold, "threshold_source": result.threshold_source,
                   "params": result.params_as_run(), "answer_ids": result.answer_ids,
                   "tokens_per_layer": result.tokens_per_layer, "timings": timings,
-                  "generated_tokens": result.generated_tokens}
+                  "generated_tokens": result.generated_tokens, **(reuse or {})}
         self.stats_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.stats_file, "a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")

@@ -62,6 +62,7 @@ from framefusion.core.prune import attention_importance, keep_most_important
 from framefusion.methods.clustering import authors_density_scores, dpc_knn_scores, nearest_centre, top_indices
 from framefusion.methods.common import check_budget, check_budget_rule
 from framefusion.methods.install import install_method
+from framefusion.methods.memo import memo_of
 from framefusion.methods.oneshot import (
     Selection,
     Stage,
@@ -343,7 +344,8 @@ def apply_holitom(model: nn.Module, budget: float = 0.3, saliency: str = "attent
             if budget_rule == "authors":
                 outer, ratio = budget, (config.inner_ratio if point is not None else 0.0)
             stages = [Stage(0, lambda lay, hidden, _attention: keep_per_video(lay, hidden, outer, video_fn,
-                                                                              score(hidden)))]
+                                                                              score(hidden), memo_of(model),
+                                                                              "holitom"))]
             if point is not None and ratio > 0:
                 stages.append(Stage(point, lambda lay, hidden, attention: inner_merge(lay, hidden, attention, ratio),
                                     needs_attention=True))

@@ -76,6 +76,11 @@ def last_stats(model: nn.Module) -> ReductionStats | None:
     return engine.last_stats if engine is not None else None
 
 
+def installed_engine(model: nn.Module) -> ReductionEngine | None:
+    """The engine of the method installed on the model (None for dense or a stock model)."""
+    return model.__dict__.get(ENGINE_ATTRIBUTE)
+
+
 def reduction_description(model: nn.Module) -> str | None:
     """What reduction is installed on the model, or None for the dense model."""
     engine = model.__dict__.get(ENGINE_ATTRIBUTE)

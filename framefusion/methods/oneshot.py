@@ -23,6 +23,7 @@ from framefusion.core.patches import PatchStack
 from framefusion.core.stats import KEPT, MERGED, PRUNED, ReductionStats, StepRecord
 from framefusion.methods.common import check_budget, layout_stats, per_video
 from framefusion.methods.install import install_method
+from framefusion.methods.memo import MemoEntry, SelectionMemo, memo_of
 
 
 @dataclass
@@ -139,9 +140,11 @@ VideoReducer = Callable[..., "torch.Tensor | Selection"]
 
 
 def keep_per_video(layout: TokenLayout, vision_hidden: torch.Tensor, budget: float, video_fn: VideoReducer,
-                   saliency: torch.Tensor | None = None) -> Selection:
+                   saliency: torch.Tensor | None = None, memo: SelectionMemo | None = None,
+                   method: str = "") -> Selection:
     """A Selection over a prompt's video tokens (vision_hidden [N_v, D], saliency [N_v] or None), each video
-    reduced on its own."""
+    reduced on its own; with a session's `memo`, a video whose features and saliency were seen before gets the
+    selection made then (methods/memo.py)."""
     n_v = layout.num_vision_tokens
     keep = torch.ones(n_v, dtype=torch.bool, device=vision_hidden.device)
     features, merged_into = None, torch.full((n_v,), -1, dtype=torch.long, device=vision_hidden.device)
@@ -151,8 +154,8 @@ def keep_per_video(layout: TokenLayout, vision_hidden: torch.Tensor, budget: flo
             continue  # a video cut short (cannot happen with a text-terminated prompt): leave it dense
         shape = (grid.frames, grid.tokens_per_frame)
         extra = () if saliency is None else (saliency[start:end].reshape(shape).to(vision_hidden.device),)
-        result = video_fn(vision_hidden[start:end].reshape(*shape, -1), budget, *extra)
-        selection = result if isinstance(result, Selection) else Selection(result)
+        video = vision_hidden[start:end].reshape(*shape, -1)  # [T, P, D]
+        selection = _memoized(memo, method, budget, video, extra, video_fn)
         keep[start:end] = selection.keep
         if selection.features is not None:
             features = vision_hidden.clone() if features is None else features
@@ -162,6 +165,27 @@ def keep_per_video(layout: TokenLayout, vision_hidden: torch.Tensor, budget: flo
             inside = selection.merged_into >= 0
             merged_into[start:end] = torch.where(inside, selection.merged_into + start, selection.merged_into)
     return Selection(keep, features, merged_into if merges else None)
+
+
+def _memoized(memo: SelectionMemo | None, method: str, budget: float, features: torch.Tensor, extra: tuple,
+              video_fn: VideoReducer) -> Selection:
+    """video_fn's Selection for one video [T, P, D], from the memo when these features were seen before."""
+    if memo is None:
+        result = video_fn(features, budget, *extra)
+        return result if isinstance(result, Selection) else Selection(result)
+    key = memo.key(method, budget, features, extra[0] if extra else None)
+    entry = memo.get(key)
+    if entry is None:
+        result = video_fn(features, budget, *extra)
+        selection = result if isinstance(result, Selection) else Selection(result)
+        kept = None if selection.features is None else selection.features[selection.keep].clone()
+        memo.put(key, MemoEntry(selection.keep.clone(), kept, selection.merged_into))
+        return selection
+    flat = None
+    if entry.kept_features is not None:
+        flat = features.reshape(-1, features.shape[-1]).clone()  # [T * P, D]; only the kept rows are read
+        flat[entry.keep.to(flat.device)] = entry.kept_features.to(flat.device, flat.dtype)
+    return Selection(entry.keep.to(features.device), flat, entry.merged_into)
 
 
 def install_pre_llm(model: nn.Module, name: str, label: str, budget: float, video_fn: VideoReducer,
@@ -181,7 +205,8 @@ def install_pre_llm(model: nn.Module, name: str, label: str, budget: float, vide
         def make_reducer(layout, stack, device):
             return OneShotReduction(layout, stack.num_layers, device, name, 0,
                                     lambda lay, hidden, _attention: keep_per_video(
-                                        lay, hidden, budget, video_fn, score(hidden) if score else None))
+                                        lay, hidden, budget, video_fn, score(hidden) if score else None,
+                                        memo_of(model), name))
 
         return make_reducer
 

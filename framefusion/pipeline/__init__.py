@@ -1,7 +1,8 @@
 """The CLI-facing pipeline: load a model, ask, compare, profile, evaluate and visualize.
 
 `framefusion.pipeline.ask` answers one question about videos with one method (it lives in `answer.py`); the
-submodules hold the rest (loading, compare, profiling, measure, evaluation, random_weights, visualize).
+submodules hold the rest (loading, session: VideoSession, compare, profiling, measure, evaluation,
+random_weights, visualize).
 The names of `answer.py` are imported on first use, so that importing a submodule such as `loading` (the CLI
 does, to start) does not pull in transformers' video utilities.
 """

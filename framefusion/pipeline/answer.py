@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from transformers import BatchFeature, TextStreamer
 from framefusion.adapters import adapter_for
 from framefusion.api import reduced
 from framefusion.core.compat import output_cache
+from framefusion.core.feature_cache import FeatureCache
+from framefusion.core.patches import patch_scope
 from framefusion.core.stats import ReductionStats
 from framefusion.pipeline.loading import LoadedModel
 from framefusion.pipeline.measure import clock, time_vision_encoder, track_peak_memory
@@ -170,9 +173,11 @@ class _TimingStreamer(TextStreamer):
 
 
 def model_inputs(loaded: LoadedModel, clips: Sequence[VideoClip], question: str,
-                 images: Sequence[Any] | None = None) -> BatchFeature:
-    """Processor outputs on the model's device, floating tensors in the model's dtype."""
-    inputs = prepare_inputs(loaded.processor, list(clips), question, images=list(images or []) or None)
+                 images: Sequence[Any] | None = None, history: Sequence[tuple[str, str]] = ()) -> BatchFeature:
+    """Processor outputs on the model's device, floating tensors in the model's dtype (history: earlier
+    (question, answer) turns about the same videos)."""
+    inputs = prepare_inputs(loaded.processor, list(clips), question, images=list(images or []) or None,
+                            history=history)
     return BatchFeature({key: _to_model(value, loaded) for key, value in inputs.items()})
 
 
@@ -243,25 +248,37 @@ def load_videos(videos: VideoInput | Sequence[VideoInput], sampling: Sampling | 
     return clips, time.perf_counter() - start
 
 
+@contextmanager
+def served_from(features: FeatureCache | None, model: nn.Module) -> Iterator[None]:
+    """The model's vision encoder served from `features` while the block runs (nothing when None)."""
+    if features is None:
+        yield
+        return
+    with patch_scope(model) as patches, features.serving(adapter_for(model).multimodal_module(model), patches):
+        yield
+
+
 def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question: str, *,
         method: str = "framefusion", budget: float = 0.3, params: Mapping[str, Any] | None = None,
         sampling: Sampling | None = None, max_new_tokens: int = 64, on_text: Callable[[str], None] | None = None,
         on_video_progress: Callable[[int, int], None] | None = None, images: Sequence[Any] | None = None,
-        temperature: float = 0.0, top_p: float | None = None, stop: Sequence[str] = ()) -> AskResult:
+        temperature: float = 0.0, top_p: float | None = None, stop: Sequence[str] = (),
+        features: FeatureCache | None = None) -> AskResult:
     """Answer a question about videos (and images) with `method` installed for the call (removed after).
 
     videos: sampled clips, or files that `sampling` samples (timed as `video_s`); none for an image or text
     prompt (the methods reduce video tokens only: such prompts run dense). params: method parameters by name
     (e.g. similarity_lower_bound, importance_queries); each method takes the ones it knows
     (framefusion.methods.apply_method). Greedy unless temperature > 0; the answer ends before the first of the
-    `stop` strings.
+    `stop` strings. features: a FeatureCache that serves the vision encoder's output for inputs it has seen (the
+    lmms-eval model's cache across requests).
     """
     params = dict(params or {})
     model = loaded.model
     with track_peak_memory(loaded.device) as peak:
         start = clock(loaded.device)
         clips, video_s = load_videos(videos, sampling, on_video_progress)
-        with reduced(model, method, budget, **params) as run:  # each method takes the parameters it knows
+        with reduced(model, method, budget, **params) as run, served_from(features, model):
             clips = [run.select_frames(clip) for clip in clips]
             processed = clock(loaded.device)
             inputs = model_inputs(loaded, clips, question, images)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,17 +20,25 @@ def prepare_inputs(
     *,
     images: list[Any] | None = None,
     system: str | None = None,
+    history: Sequence[tuple[str, str]] = (),
 ) -> BatchFeature:
-    """Render the chat template for videos + images + question and return `model.generate`-ready tensors."""
+    """Render the chat template for videos + images + question and return `model.generate`-ready tensors.
+
+    history: earlier (question, answer) turns about the same videos; the videos go with the first question.
+    """
     # The frames are already sampled: the processor must not sample again (do_sample_frames=False) and
     # gets each clip's VideoMetadata (source fps, frame indices, total frames), which Qwen3-VL turns into
     # "<t seconds>" timestamps and Qwen2.5-VL into temporal M-RoPE spacing (second_per_grid_ts).
     videos = list(videos or [])
     images = list(images or [])
 
+    turns = [*history, (question, None)]
     content = [{"type": "video"} for _ in videos] + [{"type": "image"} for _ in images]
-    content.append({"type": "text", "text": question})
+    content.append({"type": "text", "text": turns[0][0]})
     messages = [{"role": "user", "content": content}]
+    for (_, answer), (next_question, _) in zip(turns[:-1], turns[1:]):
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        messages.append({"role": "user", "content": [{"type": "text", "text": next_question}]})
     if system is not None:
         messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

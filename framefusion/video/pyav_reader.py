@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,13 +146,18 @@ def _decode_run(container, stream, run: DecodeRun, index: PacketIndex, position_
         except av.FFmpegError:
             raise _SeekFailed from None
     collector = _FrameCollector(sorted(int(index.pts[position]) for position in run.targets))
-    context, landed = stream.codec_context, not run.seek
+    context, landed, early = stream.codec_context, not run.seek, False
     for packet in _packets(container, stream):
         if not landed and packet.pts is not None:
             position = position_of.get(int(packet.pts))
             if position is None or position > run.start:
                 raise _SeekFailed
-            landed = True
+            landed, early = True, position < run.start
+        if early:  # the seek landed on an earlier keyframe: feed the fresh decoder from the planned one, as if it
+            if packet.pts is None or position_of.get(int(packet.pts)) != run.start:  # had landed there
+                progress()
+                continue
+            early = False
         if sparse:  # frames no other frame refers to are skipped unless wanted: they cannot change the others
             context.skip_frame = "DEFAULT" if packet.pts in wanted_packets else "NONREF"
         for frame in _decode(packet):
@@ -163,13 +169,27 @@ def _decode_run(container, stream, run: DecodeRun, index: PacketIndex, position_
     return collector
 
 
+def decode_threads() -> int:
+    """Frame threads for a sequential decode: the cores the 1-minute load average leaves free (this decode counted
+    as one), at least 1. Frame threading gives the same frames; on a busy machine it only adds switching."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = max(os.getloadavg()[0] - 1.0, 0.0)
+    except (AttributeError, OSError):  # no load average (Windows)
+        busy = 0.0
+    return max(1, min(cores, int(cores - busy)))
+
+
 def decode_frames(path: Path, index: PacketIndex, wanted: np.ndarray, plan: DecodePlan,
-                  on_progress: Progress | None = None) -> tuple[dict[int, np.ndarray], int]:
+                  on_progress: Progress | None = None, threads: int = 1) -> tuple[dict[int, np.ndarray], int]:
     """Decode the frames with the wanted pts [S] by `plan`: ({pts: [H, W, 3] RGB}, rotation in degrees).
 
-    A plan of one run from the start is a sequential decode (with frame threads); a seeking plan decodes each run
-    from its keyframe (single-threaded: frame threads cost a flush per seek). A seek that fails or lands past its
-    keyframe makes the rest a sequential decode. Holds only the wanted frames, never the decoded ones.
+    A plan of one run from the start is a sequential decode (with `threads` frame threads); a seeking plan decodes
+    each run from its keyframe (single-threaded: frame threads cost a flush per seek). A seek that fails or lands
+    past its keyframe makes the rest a sequential decode. Holds only the wanted frames, never the decoded ones.
     """
     position_of = {int(p): i for i, p in enumerate(index.pts.tolist())}
     wanted_packets = set(wanted.tolist())
@@ -187,8 +207,8 @@ def decode_frames(path: Path, index: PacketIndex, wanted: np.ndarray, plan: Deco
     remaining = list(plan.runs)
     with open_container(path) as container:
         stream = container.streams.video[0]
-        if sequential:
-            stream.thread_type = "AUTO"
+        if sequential and threads > 1:
+            stream.thread_type, stream.thread_count = "FRAME", threads
         try:
             while remaining:
                 collector = _decode_run(container, stream, remaining[0], index, position_of, wanted_packets,
@@ -201,7 +221,7 @@ def decode_frames(path: Path, index: PacketIndex, wanted: np.ndarray, plan: Deco
     if remaining:  # a broken seek: one sequential pass for what is left, in a fresh decoder
         left = sorted(position for run in remaining for position in run.targets)
         fallback = DecodePlan((DecodeRun(0, left[-1], tuple(left), False),))
-        more, turned = decode_frames(path, index, index.pts[left], fallback, on_progress)
+        more, turned = decode_frames(path, index, index.pts[left], fallback, on_progress, threads)
         arrays.update(more)
         rotation = rotation or turned
     if on_progress is not None and not remaining:  # (after a fallback, the sequential pass reported itself)
@@ -218,11 +238,12 @@ def load_with_pyav(path: Path, num_frames: int | None, fps: float | None, max_fr
     wanted = index.presentation[chosen]  # [S] pts of the frames to return
     position_of = {int(p): i for i, p in enumerate(index.pts.tolist())}
     targets = np.asarray([position_of[int(p)] for p in wanted.tolist()], dtype=np.int64)
+    threads = decode_threads()
     if index.complete:
-        plan = plan_decode(index.pts, index.keyframe, targets)
+        plan = plan_decode(index.pts, index.keyframe, targets, threads=threads)
     else:  # packet positions are not exact: one pass from the start
         plan = DecodePlan((DecodeRun(0, int(targets.max()), tuple(targets.tolist()), False),))
-    arrays, rotation = decode_frames(path, index, wanted, plan, on_progress)
+    arrays, rotation = decode_frames(path, index, wanted, plan, on_progress, threads)
     if not arrays:
         raise VideoError(f"no frame could be decoded from {path} ({index.pts.size} video packets, all damaged)")
     frames = _gather(arrays, wanted)

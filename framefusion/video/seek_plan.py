@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SEEK_COST_PACKETS = 8  # a seek and decoder flush cost about as much as decoding this many packets
+FRAME_THREAD_GAIN = 0.7  # each frame thread beyond the first decodes about this much more per second
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,18 @@ def start_positions(pts: np.ndarray, keyframe: np.ndarray, targets: np.ndarray) 
     return starts[which]
 
 
+def sequential_speedup(threads: int) -> float:
+    """How much faster one sequential pass decodes with `threads` frame threads (seeking runs use one)."""
+    return 1.0 + FRAME_THREAD_GAIN * (max(threads, 1) - 1)
+
+
 def plan_decode(pts: np.ndarray, keyframe: np.ndarray, targets: np.ndarray,
-                seek_cost: int = SEEK_COST_PACKETS) -> DecodePlan:
-    """The cheaper of a seeking plan and one sequential pass, for target packet positions [S] (decode order)."""
+                seek_cost: int = SEEK_COST_PACKETS, threads: int = 1) -> DecodePlan:
+    """The cheaper of a seeking plan and one sequential pass, for target packet positions [S] (decode order).
+
+    threads: frame threads a sequential pass gets (a seeking plan decodes single-threaded: frame threads cost a
+    flush per seek), which makes one pass the cheaper plan for short files whenever cores are free.
+    """
     targets = np.unique(np.asarray(targets, dtype=np.int64))
     if targets.size == 0:
         return DecodePlan(())
@@ -80,4 +90,4 @@ def plan_decode(pts: np.ndarray, keyframe: np.ndarray, targets: np.ndarray,
         else:
             runs.append(DecodeRun(start, target, (target,), seek=start > 0))
     seeking = DecodePlan(tuple(runs))
-    return seeking if seeking.cost(seek_cost) < sequential.cost(seek_cost) else sequential
+    return seeking if seeking.cost(seek_cost) < sequential.cost(seek_cost) / sequential_speedup(threads) else sequential
