@@ -27,6 +27,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from counts import rle  # noqa: E402
+
 AUTHORS = Path(os.environ.get("AUTHORS_DIR", "/tmp/authors"))  # holds venv/ (transformers 4.51.3) and src/ (their code)
 OURS_PY = os.environ.get("OURS_PYTHON", str(REPO / ".venv" / "bin" / "python"))
 THEIRS_PY = str(AUTHORS / "venv" / "bin" / "python")
@@ -50,17 +53,6 @@ def run(cmd, env_extra=None):
     if proc.returncode != 0:
         print(proc.stderr[-4000:])
         sys.exit(f"{cmd[1]} failed with exit code {proc.returncode}")
-
-
-def rle(counts):
-    out, i = [], 0
-    while i < len(counts):
-        j = i
-        while j + 1 < len(counts) and counts[j + 1] == counts[i]:
-            j += 1
-        out.append(f"{counts[i]}" + (f"x{j - i + 1}" if j > i else ""))
-        i = j + 1
-    return " ".join(out)
 
 
 def first_diff(a, b):

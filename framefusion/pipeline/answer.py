@@ -39,7 +39,7 @@ class Timings:
     """
 
     video_s: float  # decoding and sampling the video file(s); 0 when sampled clips were passed in
-    processor_s: float  # chat template and processor (resizing, patching), inputs moved to the device
+    processor_s: float  # method installed, frames selected, chat template and processor, inputs on the device
     vision_s: float  # inside the model's vision encoder (get_video_features / get_image_features)
     prefill_s: float  # time to the first token, less vision_s
     decode_s: float  # from the first token to the last
@@ -278,9 +278,9 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
     with track_peak_memory(loaded.device) as peak:
         start = clock(loaded.device)
         clips, video_s = load_videos(videos, sampling, on_video_progress)
+        processed = clock(loaded.device)  # from here: method installed, frames selected, inputs built
         with reduced(model, method, budget, **params) as run, served_from(features, model):
             clips = [run.select_frames(clip) for clip in clips]
-            processed = clock(loaded.device)
             inputs = model_inputs(loaded, clips, question, images)
             processor_s = clock(loaded.device) - processed
             generation = greedy_generate(loaded, inputs, max_new_tokens, on_text=on_text, temperature=temperature,

@@ -22,6 +22,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
+sys.path.insert(0, str(HERE.parent))
+from counts import rle  # noqa: E402
+
 LOGIT_TOL = 1e-4
 
 
@@ -35,17 +38,6 @@ def run(python: str, script: str, work: Path, env: dict | None = None) -> None:
     if proc.returncode:
         print(proc.stdout[-3000:], proc.stderr[-6000:])
         sys.exit(f"{script} failed with exit code {proc.returncode}")
-
-
-def rle(counts: list[int]) -> str:
-    out, i = [], 0
-    while i < len(counts):
-        j = i
-        while j + 1 < len(counts) and counts[j + 1] == counts[i]:
-            j += 1
-        out.append(f"{counts[i]}" + (f"x{j - i + 1}" if j > i else ""))
-        i = j + 1
-    return " ".join(out)
 
 
 def main() -> None:

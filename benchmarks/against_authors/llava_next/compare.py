@@ -23,6 +23,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
+sys.path.insert(0, str(HERE.parent))
+from counts import rle  # noqa: E402
+
 ORACLE = Path(os.environ.get("LLAVA_ORACLE", "/tmp/llava-oracle"))
 OURS_PY = os.environ.get("OURS_PYTHON", str(REPO / ".venv" / "bin" / "python"))
 THEIRS_PY = str(ORACLE / "venv" / "bin" / "python")
@@ -46,18 +49,6 @@ def run(cmd: list[str], env_extra: dict[str, str]) -> None:
     if proc.returncode != 0:
         print(proc.stdout[-2000:], proc.stderr[-4000:])
         sys.exit(f"{Path(cmd[1]).name} failed with exit code {proc.returncode}")
-
-
-def rle(counts: list[int]) -> str:
-    """Run-length form of a per-layer count list: 1729 778 545x26."""
-    out, i = [], 0
-    while i < len(counts):
-        j = i
-        while j + 1 < len(counts) and counts[j + 1] == counts[i]:
-            j += 1
-        out.append(f"{counts[i]}" + (f"x{j - i + 1}" if j > i else ""))
-        i = j + 1
-    return " ".join(out)
 
 
 def main() -> None:

@@ -1,0 +1,15 @@
+"""Per-layer token counts in run-length form, for the harness tables (shared by the compare.py drivers)."""
+
+from __future__ import annotations
+
+
+def rle(counts: list[int]) -> str:
+    """Run-length form of a per-layer count list: [1729, 778, 545, 545] -> "1729 778 545x2"."""
+    out, i = [], 0
+    while i < len(counts):
+        j = i
+        while j + 1 < len(counts) and counts[j + 1] == counts[i]:
+            j += 1
+        out.append(f"{counts[i]}" + (f"x{j - i + 1}" if j > i else ""))
+        i = j + 1
+    return " ".join(out)
