@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
 from transformers import PreTrainedTokenizerFast
 
 PATCH_SIZE = 8  # vision patch side of every tiny model (the real models use 14 or 16)
@@ -71,3 +73,18 @@ def _vit_kwargs(dims: _Dims, **extra: Any) -> dict[str, Any]:
     return dict(hidden_size=dims.hidden_size, intermediate_size=2 * dims.hidden_size,
                 num_hidden_layers=dims.vision_layers, num_attention_heads=dims.num_heads, patch_size=PATCH_SIZE,
                 image_size=dims.image_size, **extra)
+
+
+def portable_weights(model: torch.nn.Module, seed: int, std: float) -> None:
+    """Redraw every weight matrix and kernel from numpy's generator, so a tiny checkpoint is bit-identical on every
+    torch and transformers release (their init functions differ: torch 2.7 and 2.13 draw SigLIP's patch convolution
+    differently). Matrices and embeddings: normal(0, std), as transformers initialises them; convolution kernels:
+    LeCun normal (std 1 / sqrt(fan_in)), as SigLIP does. Biases and norms keep their constant init."""
+    rng = np.random.default_rng([seed, 2024])
+    with torch.no_grad():
+        for _, parameter in sorted(model.named_parameters()):
+            if parameter.dim() < 2:
+                continue
+            scale = std if parameter.dim() == 2 else (parameter[0].numel()) ** -0.5
+            values = rng.standard_normal(tuple(parameter.shape), dtype=np.float32) * np.float32(scale)
+            parameter.copy_(torch.from_numpy(values).to(parameter.dtype))

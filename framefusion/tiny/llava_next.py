@@ -26,6 +26,7 @@ from framefusion.models.llava_next import LlavaQwenForVideo, save_original, towe
 from framefusion.models.llava_next.configuration import build_config
 from framefusion.models.llava_next.settings import settings_from_config
 from framefusion.models.llava_next.vision_tower import SO400M_384
+from framefusion.tiny.common import portable_weights
 from framefusion.tiny.tokenizer import _CORPUS
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # Qwen2's, ids right after the BPE vocabulary
@@ -148,6 +149,7 @@ def write_tiny_llava_video(path: str | Path, *, num_layers: int = 4, hidden_size
     config = build_config(original, settings, vision, "tiny", tokens, tokens + 1)
     torch.manual_seed(seed)
     model = LlavaQwenForVideo._from_config(config, dtype=torch.float32)
+    portable_weights(model, seed, original["initializer_range"])
     save_original(model, path)
     if tower_cache is not None:
         register_tower(Path(tower_cache), vision_tower, tower, model if tower_weights else None, seed)
