@@ -18,9 +18,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from framefusion.demo.train import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE
-
-from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NAME, DEMO_NUM_FRAMES
+from framefusion.demo import (
+    DEMO_MAX_NEW_TOKENS,
+    DEMO_NAME,
+    DEMO_NUM_FRAMES,
+    DEMO_SOURCE_FPS,
+    DEMO_SOURCE_FRAMES,
+    DEMO_SOURCE_SIZE,
+)
 from framefusion.methods import method_names
 from framefusion.pipeline.evaluation import DatasetItem, MethodScore, evaluate_dataset, load_dataset
 from framefusion.pipeline.loading import LoadedModel, load_model
@@ -34,11 +39,11 @@ def heldout_set(folder: Path, questions: int = HELDOUT_QUESTIONS, seed: int = HE
     """The held-out questions in `folder` (split "test"), written as mp4 + JSONL first if missing."""
     jsonl = folder / "test.jsonl"
     marker = folder / "heldout.json"  # what the folder holds, so a different request rewrites it
-    wanted = {"questions": questions, "seed": seed, "frames": SOURCE_FRAMES, "size": SOURCE_SIZE, "fps": SOURCE_FPS}
+    wanted = {"questions": questions, "seed": seed, "frames": DEMO_SOURCE_FRAMES, "size": DEMO_SOURCE_SIZE, "fps": DEMO_SOURCE_FPS}
     if not (jsonl.is_file() and marker.is_file() and json.loads(marker.read_text()) == wanted):
         print(f"writing {questions} held-out questions to {folder} ...", file=sys.stderr)
-        write_dataset(folder, questions, seed, split="test", num_frames=SOURCE_FRAMES, size=SOURCE_SIZE,
-                      fps=SOURCE_FPS)
+        write_dataset(folder, questions, seed, split="test", num_frames=DEMO_SOURCE_FRAMES, size=DEMO_SOURCE_SIZE,
+                      fps=DEMO_SOURCE_FPS)
         marker.write_text(json.dumps(wanted) + "\n")
     return load_dataset(jsonl)
 

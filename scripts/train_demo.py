@@ -35,7 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from framefusion import reduced
-from framefusion.demo import DEMO_IMAGE_SIZE, DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES
+from framefusion.demo import (
+    DEMO_IMAGE_SIZE,
+    DEMO_MAX_NEW_TOKENS,
+    DEMO_NUM_FRAMES,
+    DEMO_SOURCE_FPS,
+    DEMO_SOURCE_FRAMES,
+    DEMO_SOURCE_SIZE,
+)
 from framefusion.synthetic import (
     ANSWERS,
     COLORS,
@@ -49,9 +56,7 @@ from framefusion.tiny import build_tiny_model, build_tokenizer
 from framefusion.video import VideoClip, sample_indices
 from framefusion.video.prompting import prepare_inputs
 
-SOURCE_FRAMES = 32  # frames of a synthetic training clip (synthetic.write_dataset's default)
-SOURCE_SIZE = 112  # its side in pixels (the processor brings it down to DEMO_IMAGE_SIZE)
-SOURCE_FPS = 8.0
+SOURCE_FRAMES, SOURCE_SIZE, SOURCE_FPS = DEMO_SOURCE_FRAMES, DEMO_SOURCE_SIZE, DEMO_SOURCE_FPS
 IGNORE = -100  # label of positions that carry no loss
 FAMILY = "qwen2_vl"
 

@@ -10,11 +10,19 @@ from dataclasses import asdict
 
 import pytest
 
-from framefusion.demo import DEMO_MAX_NEW_TOKENS, DEMO_NUM_FRAMES, demo_model_path, load_demo
+from framefusion.demo import (
+    DEMO_MAX_NEW_TOKENS,
+    DEMO_NUM_FRAMES,
+    DEMO_SOURCE_FPS,
+    DEMO_SOURCE_FRAMES,
+    DEMO_SOURCE_SIZE,
+    demo_model_path,
+    load_demo,
+)
 from framefusion.pipeline.evaluation import evaluate_dataset, load_dataset
 from framefusion.pipeline.loading import LoadedModel
 from framefusion.synthetic import write_dataset
-from scripts.train_demo import SOURCE_FPS, SOURCE_FRAMES, SOURCE_SIZE, ModelSize
+from scripts.train_demo import ModelSize
 
 SLICE = 40  # the first 40 questions of the benchmark's held-out set (split test, seed 0): 8 per task
 MARGIN = 0.10  # binomial noise of 40 questions around the recorded accuracy is about 3 points
@@ -22,7 +30,7 @@ MARGIN = 0.10  # binomial noise of 40 questions around the recorded accuracy is 
 
 @pytest.fixture(scope="module")
 def record() -> dict:
-    """training.json, written next to the weights by framefusion.demo.train."""
+    """training.json, written next to the weights by scripts/train_demo.py."""
     return json.loads((demo_model_path() / "training.json").read_text())
 
 
@@ -34,8 +42,8 @@ def demo():
 @pytest.fixture(scope="module")
 def heldout_slice(tmp_path_factory):
     folder = tmp_path_factory.mktemp("heldout")
-    return load_dataset(write_dataset(folder, SLICE, seed=0, split="test", num_frames=SOURCE_FRAMES, size=SOURCE_SIZE,
-                                      fps=SOURCE_FPS))
+    return load_dataset(write_dataset(folder, SLICE, seed=0, split="test", num_frames=DEMO_SOURCE_FRAMES,
+                                      size=DEMO_SOURCE_SIZE, fps=DEMO_SOURCE_FPS))
 
 
 def test_demo_files_are_flat_package_data_under_25_mb():

@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Any
 
 DEMO_NAME = "demo"
-DEMO_NUM_FRAMES = 16  # frames sampled per video by default (training draws 8-24 per batch)
+DEMO_NUM_FRAMES = 16  # frames sampled per video by default, the frame count the demo was trained at
 DEMO_IMAGE_SIZE = 48  # frames are resized to about 48 x 48 pixels (the processor caps pixels per frame)
 DEMO_MAX_NEW_TOKENS = 8  # every answer is one word
+# the synthetic clips the demo was trained and is measured on (framefusion.synthetic.write_dataset)
+DEMO_SOURCE_FRAMES = 32  # frames per clip
+DEMO_SOURCE_SIZE = 112  # side in pixels (the processor brings it down to DEMO_IMAGE_SIZE)
+DEMO_SOURCE_FPS = 8.0
 
 
 class DemoModelMissingError(FileNotFoundError):
