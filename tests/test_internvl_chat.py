@@ -18,7 +18,6 @@ from framefusion.methods import method_names
 from framefusion.models import find_format
 from framefusion.models.internvl_chat import to_original
 from framefusion.models.internvl_chat.modeling import pixel_shuffle
-from framefusion.models.internvl_chat.processor import closest_grid, tile_grids
 from framefusion.models.internvl_chat.sentencepiece import (
     BYTE,
     NORMAL,
@@ -30,6 +29,7 @@ from framefusion.models.internvl_chat.sentencepiece import (
     write_model,
 )
 from framefusion.models.internvl_chat.weights import fuse_wqkv, split_wqkv
+from framefusion.models.tiling import closest_grid, tile_grids
 from framefusion.pipeline import ask
 from framefusion.pipeline.loading import load_model
 from framefusion.tiny.internvl_chat import save_internvl_chat_checkpoint

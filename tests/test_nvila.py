@@ -22,12 +22,8 @@ from framefusion.models.nvila import read_config
 from framefusion.models.nvila.modeling import pool_groups
 from framefusion.models.nvila.processing import NVILAProcessor
 from framefusion.models.nvila.projector import NVILAProjector, fuse_blocks
-from framefusion.models.nvila.tiling import (
-    closest_grid,
-    merge_chessboard,
-    split_chessboard,
-    tile_grids,
-)
+from framefusion.models.nvila.tiling import merge_chessboard, split_chessboard
+from framefusion.models.tiling import closest_grid, tile_grids
 from framefusion.pipeline.answer import ask, model_inputs
 from framefusion.pipeline.loading import load_model
 from framefusion.tiny.nvila import VARIANTS, nvila_tokenizer, save_tiny_checkpoint

@@ -22,34 +22,13 @@ from PIL import Image
 from transformers import BatchFeature
 
 from framefusion.models.internvl_chat.conversation import Template
+from framefusion.models.tiling import closest_grid, tile_grids
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 VIDEO, IMAGE = "<video>", "<image>"  # placeholders in a rendered prompt, expanded by the processor
 _PLACEHOLDER = re.compile(f"({re.escape(VIDEO)}|{re.escape(IMAGE)})")
-
-
-def tile_grids(min_num: int, max_num: int) -> list[tuple[int, int]]:
-    """Candidate (cols, rows) grids with min_num <= cols * rows <= max_num, by tile count (enumerated as the
-    original does, so that equal counts keep its order)."""
-    grids = set((i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
-                if min_num <= i * j <= max_num)
-    return sorted(grids, key=lambda grid: grid[0] * grid[1])
-
-
-def closest_grid(width: int, height: int, grids: list[tuple[int, int]], tile: int) -> tuple[int, int]:
-    """The grid whose cols / rows is nearest the image's width / height; on a tie the later (larger) grid when the
-    image has more than half that grid's pixels."""
-    aspect = width / height
-    best, best_diff = (1, 1), float("inf")
-    for cols, rows in grids:
-        diff = abs(aspect - cols / rows)
-        if diff < best_diff:
-            best, best_diff = (cols, rows), diff
-        elif diff == best_diff and width * height > 0.5 * tile * tile * cols * rows:
-            best = (cols, rows)
-    return best
 
 
 def tile_image(image: Image.Image, tile: int, min_num: int = 1, max_num: int = 12,
