@@ -189,6 +189,17 @@ def merge_into_context(sources: torch.Tensor, context: torch.Tensor, weight: flo
     return w * context.float() + (1.0 - w) * total / size.clamp(min=1.0), assign
 
 
+def absorb(flat: torch.Tensor, sources: torch.Tensor, centres: torch.Tensor, weight: float, merged: torch.Tensor,
+           keep: torch.Tensor, merged_into: torch.Tensor) -> None:
+    """Merge tokens `sources` into the context tokens `centres` (indices into flat [N, D]), in place: the centres'
+    merged features and keep flags, and for each source not merged before, the centre it joined."""
+    new, assign = merge_into_context(flat[sources], flat[centres], weight)
+    merged[centres] = new.to(merged.dtype)
+    keep[centres] = True
+    first = merged_into[sources] < 0
+    merged_into[sources[first]] = centres[assign[first]]
+
+
 def fastvid_video(features: torch.Tensor, budget: float, saliency: torch.Tensor,
                   config: FastVIDConfig = FastVIDConfig()) -> Selection:
     """features [T, P, D], saliency [T, P] of one video -> Selection of round(budget * T * P) tokens (frame-major).
@@ -219,11 +230,7 @@ def fastvid_video(features: torch.Tensor, budget: float, saliency: torch.Tensor,
             centres = candidates[top_indices(score, int(context[f]))]  # [c]
             local = length == 1 or config.anchor_interval == 1
             sources = candidates if local else segment_sources
-            new, assign = merge_into_context(flat[sources], flat[centres], config.context_weight)
-            merged[centres] = new.to(merged.dtype)
-            keep[centres] = True
-            first = merged_into[sources] < 0
-            merged_into[sources[first]] = centres[assign[first]]
+            absorb(flat, sources, centres, config.context_weight, merged, keep, merged_into)
         start += length
     merged_into[keep] = -1
     return Selection(keep, merged, merged_into)
@@ -325,11 +332,7 @@ def fastvid_video_authors(features: torch.Tensor, budget: float, saliency: torch
             others[is_salient] = False
             others[centres - start * patches] = False
             sources = segment[others]
-            new, assign = merge_into_context(flat[sources], flat[centres], config.context_weight)
-            merged[centres] = new.to(merged.dtype)
-            keep[centres] = True
-            first = merged_into[sources] < 0
-            merged_into[sources[first]] = centres[assign[first]]
+            absorb(flat, sources, centres, config.context_weight, merged, keep, merged_into)
         start += length
     merged_into[keep] = -1
     return Selection(keep, merged, merged_into)

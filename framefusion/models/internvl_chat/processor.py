@@ -22,6 +22,7 @@ from PIL import Image
 from transformers import BatchFeature
 
 from framefusion.models.internvl_chat.conversation import Template
+from framefusion.models.processing import DecodesWithTokenizer
 from framefusion.models.tiling import closest_grid, tile_grids
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,7 +73,7 @@ def _flatten(items: Any) -> list[Any]:
     return [items]
 
 
-class InternVLChatProcessor:
+class InternVLChatProcessor(DecodesWithTokenizer):
     """Chat template + tiling + tokenizer of an InternVL2 / 2.5 checkpoint (the interface video.prompting uses)."""
 
     def __init__(self, tokenizer: Any, template: Template, *, image_size: int = 448, tokens_per_tile: int = 256,
@@ -188,11 +189,3 @@ class InternVLChatProcessor:
         if blocks:
             data["vision_blocks"] = torch.tensor(blocks, dtype=torch.long)
         return BatchFeature(data, tensor_type=return_tensors)
-
-    def decode(self, *args: Any, **kwargs: Any) -> str:
-        """The tokenizer's decode."""
-        return self.tokenizer.decode(*args, **kwargs)
-
-    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
-        """The tokenizer's batch_decode."""
-        return self.tokenizer.batch_decode(*args, **kwargs)

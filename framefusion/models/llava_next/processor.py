@@ -26,6 +26,7 @@ from transformers import BatchFeature
 
 from framefusion.models.llava_next.features import best_resolution, image_tokens, pinpoints, video_tokens
 from framefusion.models.llava_next.settings import CONVERSATIONS, MultimodalSettings
+from framefusion.models.processing import DecodesWithTokenizer
 
 VIDEO, IMAGE = "<video>", "<image>"  # placeholders of the rendered prompt (the original writes <image> for both)
 SEPARATOR = "<|im_end|>"
@@ -49,7 +50,7 @@ def _pil(image: Any) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8)).convert("RGB")
 
 
-class LlavaQwenProcessor:
+class LlavaQwenProcessor(DecodesWithTokenizer):
     """Chat template, pixel preprocessing and placeholder expansion of a LlavaQwen checkpoint."""
 
     def __init__(self, tokenizer: Any, settings: MultimodalSettings, image_size: int, patch_size: int,
@@ -212,15 +213,6 @@ class LlavaQwenProcessor:
         else:
             views = [picture]
         return np.stack([normalize(np.asarray(view), tile) for view in views]), size
-
-    # ---- decoding ----------------------------------------------------------------------------------------------
-    def decode(self, *args: Any, **kwargs: Any) -> str:
-        """The tokenizer's decode."""
-        return self.tokenizer.decode(*args, **kwargs)
-
-    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
-        """The tokenizer's batch_decode."""
-        return self.tokenizer.batch_decode(*args, **kwargs)
 
 
 def _text(content: Any) -> str:

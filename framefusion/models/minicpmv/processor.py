@@ -25,6 +25,7 @@ from PIL import Image
 from transformers import BatchFeature, PreTrainedTokenizerFast
 
 from framefusion.models.minicpmv.slicing import Grid, SliceSettings, normalize, pad_slices, slice_image
+from framefusion.models.processing import DecodesWithTokenizer
 
 IMAGE_TAG = "(<image>./</image>)"  # the original chat()'s image item
 VIDEO_TAG = "(<video>./</video>)"  # ours: one per video, expanded into its frames' image items
@@ -70,7 +71,7 @@ def read_settings(folder: Path, query_num: int, overrides: dict[str, Any] | None
     return replace(settings, **overrides)
 
 
-class MiniCPMV26Processor:
+class MiniCPMV26Processor(DecodesWithTokenizer):
     """Chat template, prompt expansion, slicing and pixel tensors of MiniCPM-V 2.6 (one prompt at a time)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerFast, settings: PromptSettings):
@@ -153,15 +154,6 @@ class MiniCPMV26Processor:
         if video_slices and image_slices:
             data["slice_video"] = torch.tensor(slice_video, dtype=torch.long)
         return BatchFeature(data, tensor_type=return_tensors)
-
-    # ---- output -------------------------------------------------------------------------------------
-    def decode(self, *args: Any, **kwargs: Any) -> str:
-        """The tokenizer's decode."""
-        return self.tokenizer.decode(*args, **kwargs)
-
-    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
-        """The tokenizer's batch_decode."""
-        return self.tokenizer.batch_decode(*args, **kwargs)
 
 
 def _flatten(content: Any) -> str:

@@ -29,6 +29,7 @@ from framefusion.models.nvila.config import (
     NVILAConfig,
 )
 from framefusion.models.nvila.tiling import dynamic_s2_tiles, dynamic_tiles
+from framefusion.models.processing import DecodesWithTokenizer
 
 # VILA's built-in "qwen2" chat template (used when config.json names it): a system line unless a system message is
 # given, then every message as <|im_start|>role\ncontent<|im_end|>\n, then the generation prompt.
@@ -92,7 +93,7 @@ def pad_to_square(image: Image.Image, mean: np.ndarray) -> Image.Image:
     return canvas
 
 
-class NVILAProcessor:
+class NVILAProcessor(DecodesWithTokenizer):
     """Chat template, pixels and the expanded prompt ids for an NVILA model (the interface framefusion's prompting
     uses: apply_chat_template, __call__(text=, videos=, images=, ...), .tokenizer)."""
 
@@ -237,14 +238,6 @@ class NVILAProcessor:
         for value in ids:
             out.extend(next(pending) if value == token else (value,))
         return out
-
-    def decode(self, *args: Any, **kwargs: Any) -> str:
-        """The tokenizer's decode."""
-        return self.tokenizer.decode(*args, **kwargs)
-
-    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
-        """The tokenizer's batch_decode."""
-        return self.tokenizer.batch_decode(*args, **kwargs)
 
 
 def add_vila_tokens(tokenizer: Any) -> Any:
