@@ -219,13 +219,18 @@ def profile_table(runs: Sequence[ProfileRun]) -> Table:
 # ---------------------------------------------------------------- calibrate
 
 
+def _similarity(value: float) -> str:
+    """A cosine similarity with four decimals, or six near 1, where four would print every value as 1.0000."""
+    return f"{value:.6f}" if value > 0.9995 else f"{value:.4f}"
+
+
 def calibration_table(model: str, record: dict[str, Any]) -> Table:
     """Per-video median similarities and the threshold (their mean) of a calibration record."""
     medians = record.get("medians") or {}
-    rows = [[escape(_printable(str(video))), f"{median:.4f}"] for video, median in medians.items()]
-    rows.append(["[bold]threshold (mean of the medians)[/bold]", f"[bold]{record['threshold']:.4f}[/bold]"])
+    rows = [[escape(_printable(str(video))), _similarity(median)] for video, median in medians.items()]
+    rows.append(["[bold]threshold (mean of the medians)[/bold]", f"[bold]{_similarity(record['threshold'])}[/bold]"])
     caption = (f"{record.get('videos', len(medians))} videos, {record.get('frames', '?')} frames each; "
-               f"stored {record.get('created', '')}")
+               f"measured {record.get('created', '')}")
     return _table(f"Similarity threshold for {escape(model)}", ["video", "median similarity"], rows,
                   caption=caption, squeeze="video")
 

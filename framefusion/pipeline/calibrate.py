@@ -199,7 +199,7 @@ def plot_similarities(calibration: Calibration, path: str | Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.hist(values, bins=50, range=(min(-0.1, float(values.min())), 1.0), color="#4c72b0")
     axis.axvline(calibration.threshold, color="#c44e52", linestyle="--",
-                 label=f"threshold {calibration.threshold:.3f} (mean of per-video medians)")
+                 label=f"threshold {calibration.threshold:.6g} (mean of per-video medians)")
     axis.set_xlabel("cosine similarity with the same patch of the previous frame (first layer input)")
     axis.set_ylabel("video tokens")
     axis.set_title(f"{calibration.model}: {len(calibration.videos)} videos, {calibration.frames} frames")
