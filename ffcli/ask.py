@@ -50,7 +50,7 @@ def ask_command(
     with reported_errors(verbose):
         frames_from = sampling(video_sampling)
         check_video_file(video, video_sampling.decoder)  # a bad file fails before the model loads
-        loaded = open_model(model, loading)
+        loaded = open_model(model, loading, [frames_from.num_frames])
         startup_s = seconds_since_start()
         if len(asked) == 1:
             _ask_once(loaded, video, asked[0], method, budget, reduction, frames_from, video_sampling, max_new_tokens,

@@ -45,7 +45,7 @@ def chat_command(
 
         frames_from = sampling(video_sampling)
         check_video_file(video, video_sampling.decoder)
-        loaded = open_model(model, loading)
+        loaded = open_model(model, loading, [frames_from.num_frames])
         with decoding_progress(video) as bar:
             session = VideoSession(loaded, video, method=method, budget=budget, sampling=frames_from,
                                    history=history, on_video_progress=bar.update, **reduction.params())

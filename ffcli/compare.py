@@ -52,7 +52,7 @@ def compare_command(
             from framefusion.pipeline.evaluation import load_dataset
 
             items = load_dataset(dataset)
-            loaded = open_model(model, loading)
+            loaded = open_model(model, loading, [frames or o.DEFAULT_FRAMES])
             _score_dataset(dataset, items, loaded, method, budget, params, frames or o.DEFAULT_FRAMES,
                            max_new_tokens or DATASET_MAX_NEW_TOKENS, decoder, json)
         return
@@ -63,7 +63,7 @@ def compare_command(
 
         frames_from = sampling(video_sampling)
         check_video_file(video, decoder)  # a bad file fails before the model loads
-        loaded = open_model(model, loading)
+        loaded = open_model(model, loading, [frames_from.num_frames])
         planned = with_reference(method or DEFAULT_METHODS)
         with decoding_progress(video) as decoding:
             with progress(stderr_console()) as bar:

@@ -89,7 +89,7 @@ def profile_command(
             source = generated_video(2 * max(frame_counts), size, Path(scratch))
         else:
             source = check_video_file(video, decoder)
-        loaded = open_model(model, loading)
+        loaded = open_model(model, loading, frame_counts)
         with progress(stderr_console()) as bar:
             task = bar.add_task("Profiling", total=count_runs(budgets, frame_counts, repeats, warmup, method))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -14,6 +15,7 @@ from ffcli.errors import note_line
 from ffcli.groups import ModelOptions, SamplingOptions
 from ffcli.options import DEFAULT_FRAMES, MAX_FRAMES
 from ffcli.render import DelayedProgress, progress, stderr_console
+from framefusion.demo import DEMO_NUM_FRAMES
 from framefusion.pipeline.loading import LoadedModel, load_model
 from framefusion.video import Sampling, VideoClip, set_decoder_logging
 
@@ -63,8 +65,10 @@ def read_clip(video: str | Path, options: SamplingOptions) -> VideoClip:
     return clip
 
 
-def open_model(name: str, options: ModelOptions) -> LoadedModel:
-    """Load the model behind a spinner on stderr; say so when it is the demo model or has random weights."""
+def open_model(name: str, options: ModelOptions, frames: Sequence[int | None] = ()) -> LoadedModel:
+    """Load the model behind a spinner on stderr; say so when it is the demo model or has random weights, and when
+    the demo model will see a frame count it was not trained at (`frames`: the counts the command will sample,
+    None where --fps decides)."""
     from framefusion.models import ModelArgError, parse_model_args
 
     try:
@@ -79,9 +83,21 @@ def open_model(name: str, options: ModelOptions) -> LoadedModel:
                             model_args=model_args)
     if loaded.is_demo:
         note_line(DEMO_NOTICE)
+        note_demo_frames(frames)
     if loaded.random_weights:
         note_line(random_weights_line(loaded))
     return loaded
+
+
+def note_demo_frames(frames: Sequence[int | None]) -> None:
+    """The demo model answers reliably only at the frame count it was trained at: say so for any other."""
+    others = sorted({count for count in frames if count is not None and count != DEMO_NUM_FRAMES})
+    if None in frames:
+        note_line(f"with --fps the frame count follows the video's length; the demo model was trained at "
+                  f"{DEMO_NUM_FRAMES} frames per video and answers reliably only there (--frames {DEMO_NUM_FRAMES})")
+    elif others:
+        note_line(f"the demo model was trained at {DEMO_NUM_FRAMES} frames per video; at "
+                  f"{', '.join(map(str, others))} its answers are unreliable (README: The demo model)")
 
 
 def random_weights_line(loaded: LoadedModel) -> str:

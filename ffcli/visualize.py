@@ -11,7 +11,7 @@ from ffcli import options as o
 from ffcli.errors import reported_errors
 from ffcli.groups import ModelOptions, ReductionOptions, SamplingOptions
 from ffcli.render import emit_json, stdout_console
-from ffcli.session import open_model, quiet_libraries, read_clip
+from ffcli.session import open_model, quiet_libraries, read_clip, sampling
 
 DEFAULT_QUESTION = "Describe the video in detail."
 
@@ -42,7 +42,7 @@ def visualize_command(
         from framefusion.pipeline.visualize import default_point, render_visualization
 
         clip = read_clip(video, video_sampling)
-        loaded = open_model(model, loading)
+        loaded = open_model(model, loading, [sampling(video_sampling).num_frames])
         result = ask(loaded, clip, question, method=method, budget=budget, params=reduction.params(),
                      max_new_tokens=1)  # one prefill records the reduction
         stats = result.stats

@@ -162,6 +162,19 @@ def test_demo_model_is_announced(monkeypatch, tiny_checkpoint, video_file):  # n
     assert result.exit_code == 0, result.stderr
     assert single_json(result.stdout)["model"] == "demo"
     assert "built-in demo model" in result.stderr and "--model Qwen/Qwen2-VL-7B-Instruct" in result.stderr
+    assert "trained at" not in result.stderr  # the default 16 frames: nothing more to say
+
+
+@pytest.mark.parametrize("sampling_args, expected", [
+    (("--frames", "8"), "the demo model was trained at 16 frames per video; at 8 its answers are unreliable"),
+    (("--fps", "2"), "with --fps the frame count follows the video's length"),
+])
+def test_demo_model_at_another_frame_count_is_flagged(monkeypatch, tiny_checkpoint, video_file, sampling_args,
+                                                     expected):  # noqa: F811
+    monkeypatch.setattr(framefusion.pipeline.loading, "demo_model_directory", lambda: tiny_checkpoint)
+    result = run("ask", video_file, QUESTION, "--device", "cpu", "--max-new-tokens", "1", *sampling_args)
+    assert result.exit_code == 0, result.stderr
+    assert expected in " ".join(result.stderr.split()), result.stderr
 
 
 # ---------------------------------------------------------------- compare
