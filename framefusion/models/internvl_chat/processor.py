@@ -22,7 +22,7 @@ from PIL import Image
 from transformers import BatchFeature
 
 from framefusion.models.internvl_chat.conversation import Template
-from framefusion.models.processing import DecodesWithTokenizer
+from framefusion.models.processing import DecodesWithTokenizer, as_pil
 from framefusion.models.tiling import closest_grid, tile_grids
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -53,16 +53,6 @@ def normalize_tile(tile: Image.Image, size: int) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
     return pixels.sub(mean).div(std)
-
-
-def as_pil(image: Any) -> Image.Image:
-    """A PIL RGB image from a PIL image, an [H, W, 3] uint8 array or a [3, H, W] / [H, W, 3] uint8 tensor."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    array = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
-        array = array.transpose(1, 2, 0)
-    return Image.fromarray(np.ascontiguousarray(array.astype(np.uint8))).convert("RGB")
 
 
 def _flatten(items: Any) -> list[Any]:

@@ -26,7 +26,7 @@ from transformers import BatchFeature
 
 from framefusion.models.llava_next.features import best_resolution, image_tokens, pinpoints, video_tokens
 from framefusion.models.llava_next.settings import CONVERSATIONS, MultimodalSettings
-from framefusion.models.processing import DecodesWithTokenizer
+from framefusion.models.processing import DecodesWithTokenizer, as_pil
 
 VIDEO, IMAGE = "<video>", "<image>"  # placeholders of the rendered prompt (the original writes <image> for both)
 SEPARATOR = "<|im_end|>"
@@ -39,15 +39,6 @@ def normalize(frame: np.ndarray, size: int) -> np.ndarray:
     resized = np.asarray(image.resize((size, size), resample=Image.Resampling.BICUBIC))
     scaled = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
     return ((scaled - np.float32(MEAN)) / np.float32(STD)).transpose(2, 0, 1)
-
-
-def _pil(image: Any) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
-        array = array.transpose(1, 2, 0)
-    return Image.fromarray(array.astype(np.uint8)).convert("RGB")
 
 
 class LlavaQwenProcessor(DecodesWithTokenizer):
@@ -199,7 +190,7 @@ class LlavaQwenProcessor(DecodesWithTokenizer):
 
     def _image(self, image: Any) -> tuple[np.ndarray, tuple[int, int]]:
         """([tiles, 3, S, S] float32, (width, height)) of one image, tiled as image_aspect_ratio says."""
-        picture = _pil(image)
+        picture = as_pil(image)
         size, settings = picture.size, self.settings
         tile = self.image_size
         if settings.anyres:

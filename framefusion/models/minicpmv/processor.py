@@ -25,7 +25,7 @@ from PIL import Image
 from transformers import BatchFeature, PreTrainedTokenizerFast
 
 from framefusion.models.minicpmv.slicing import Grid, SliceSettings, normalize, pad_slices, slice_image
-from framefusion.models.processing import DecodesWithTokenizer
+from framefusion.models.processing import DecodesWithTokenizer, as_pil
 
 IMAGE_TAG = "(<image>./</image>)"  # the original chat()'s image item
 VIDEO_TAG = "(<video>./</video>)"  # ours: one per video, expanded into its frames' image items
@@ -135,7 +135,7 @@ class MiniCPMV26Processor(DecodesWithTokenizer):
                 shapes.append((len(frames), slices_per_frame))
                 out_text += "\n".join(placeholders)
             else:
-                image = _pil(next(image_iter))
+                image = as_pil(next(image_iter))
                 cells, grid = slice_image(image, self.settings.slicing, max_slices)
                 image_slices += [normalize(cell, self.settings.slicing) for cell in cells]
                 slice_video += [-1] * len(cells)
@@ -195,13 +195,3 @@ def _frames(video: Any) -> list[Image.Image]:
     if array.shape[1] == 3 and array.shape[-1] != 3:
         array = array.transpose(0, 2, 3, 1)
     return [Image.fromarray(np.ascontiguousarray(frame.astype(np.uint8))) for frame in array]
-
-
-def _pil(image: Any) -> Image.Image:
-    """A PIL image (or [H, W, 3] / [3, H, W] uint8 array or tensor) as an RGB PIL image."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    array = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
-        array = array.transpose(1, 2, 0)
-    return Image.fromarray(np.ascontiguousarray(array.astype(np.uint8))).convert("RGB")

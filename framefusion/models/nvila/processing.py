@@ -29,7 +29,7 @@ from framefusion.models.nvila.config import (
     NVILAConfig,
 )
 from framefusion.models.nvila.tiling import dynamic_s2_tiles, dynamic_tiles
-from framefusion.models.processing import DecodesWithTokenizer
+from framefusion.models.processing import DecodesWithTokenizer, as_pil
 
 # VILA's built-in "qwen2" chat template (used when config.json names it): a system line unless a system message is
 # given, then every message as <|im_start|>role\ncontent<|im_end|>\n, then the generation prompt.
@@ -40,18 +40,6 @@ QWEN2_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 NAMED_TEMPLATES = {"qwen2": QWEN2_TEMPLATE}
-
-
-def to_pil(image: Any) -> Image.Image:
-    """A PIL RGB image from a PIL image, an [H, W, 3] array or a [3, H, W] / [H, W, 3] uint8 tensor."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    array = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
-        array = array.transpose(1, 2, 0)
-    if array.dtype != np.uint8:
-        raise ValueError(f"images and frames must be uint8 RGB, got {array.dtype}")
-    return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
 
 
 class SiglipPixels:
@@ -141,7 +129,7 @@ class NVILAProcessor(DecodesWithTokenizer):
     def video_pixels(self, frames: Any) -> torch.Tensor:
         """[T, 3, S, S] pixels of one video's frames ([T, 3, H, W] or [T, H, W, 3] uint8, or a list of images)."""
         frames = list(frames) if not isinstance(frames, (torch.Tensor, np.ndarray)) else frames
-        return torch.stack([self._single(to_pil(frame)) for frame in frames])
+        return torch.stack([self._single(as_pil(frame)) for frame in frames])
 
     def _single(self, image: Image.Image) -> torch.Tensor:
         """One image or frame as one tile: resized ("resize"), padded ("pad") or left to the processor's resize."""
@@ -154,7 +142,7 @@ class NVILAProcessor(DecodesWithTokenizer):
 
     def image_pixels(self, images: list[Any]) -> tuple[list[torch.Tensor], list[tuple[str, int, int]]]:
         """Pixels [tiles, 3, S, S] per image and how each was tiled: ("single" | "dynamic" | "s2", rows, cols)."""
-        pils = [to_pil(image) for image in images]
+        pils = [as_pil(image) for image in images]
         mode = self.config.image_aspect_ratio
         if len(pils) == 1 and mode == "dynamic":
             tiles = dynamic_tiles(pils[0], self.config.image_size, self.config.min_tiles, self.config.max_tiles)
