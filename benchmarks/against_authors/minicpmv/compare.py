@@ -28,6 +28,8 @@ ORACLE = Path(os.environ.get("ORACLE_DIR", "/tmp/minicpmv_oracle"))
 OURS_PY = os.environ.get("OURS_PYTHON", sys.executable)
 THEIRS_PY = str(ORACLE / "venv" / "bin" / "python")
 TOLERANCE = 1e-4
+sys.path.insert(0, str(HERE.parent))
+from counts import rle  # noqa: E402
 
 SPEC = {
     # 28 layers: the authors' budget hard-codes 28 (MiniCPM-V 2.6's Qwen2-7B has 28); hidden 256: 2 resampler heads
@@ -72,18 +74,6 @@ def run(command: list[str], env: dict | None = None) -> None:
             print("   ", line)
     if done.returncode != 0:
         sys.exit(f"{Path(command[1]).name} failed:\n{done.stderr[-4000:]}")
-
-
-def rle(counts: list[int]) -> str:
-    """[5, 5, 3] -> "5 x2, 3"."""
-    out, i = [], 0
-    while i < len(counts):
-        j = i
-        while j + 1 < len(counts) and counts[j + 1] == counts[i]:
-            j += 1
-        out.append(f"{counts[i]} x{j - i + 1}" if j > i else str(counts[i]))
-        i = j + 1
-    return ", ".join(out)
 
 
 def their_pixels_as_ours(pixels: torch.Tensor, rows: int, cols: int, patch: int) -> torch.Tensor:
@@ -179,7 +169,7 @@ def main() -> None:
             steps = ", ".join(f"{s['kind']}@{s['point']} -{s['removed']}" + (" (capped)" if s["capped"] else "")
                               for s in a["steps"])
             print(f"\n{name}: our steps: {steps}; their merge ratios {[round(r, 4) for r in b['merge_ratios']]}\n"
-                  f"  KV per layer (both): {rle(b['tokens_per_layer'])}")
+                  f"  KV per layer (both): {rle(b['tokens_per_layer'], times=' x', sep=', ')}")
     if args.record:
         text = json.dumps(record(SPEC, ours, theirs, args.work), indent=1)
         text = re.sub(r"\[\s+([-\d.e, \n]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
