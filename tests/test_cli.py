@@ -169,8 +169,8 @@ def test_demo_model_is_announced(monkeypatch, tiny_checkpoint, video_file):  # n
     (("--frames", "8"), "the demo model was trained at 16 frames per video; at 8 its answers are unreliable"),
     (("--fps", "2"), "with --fps the frame count follows the video's length"),
 ])
-def test_demo_model_at_another_frame_count_is_flagged(monkeypatch, tiny_checkpoint, video_file, sampling_args,
-                                                     expected):  # noqa: F811
+def test_demo_model_at_another_frame_count_is_flagged(monkeypatch, tiny_checkpoint, video_file,  # noqa: F811
+                                                     sampling_args, expected):
     monkeypatch.setattr(framefusion.pipeline.loading, "demo_model_directory", lambda: tiny_checkpoint)
     result = run("ask", video_file, QUESTION, "--device", "cpu", "--max-new-tokens", "1", *sampling_args)
     assert result.exit_code == 0, result.stderr
