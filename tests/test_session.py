@@ -124,6 +124,23 @@ def test_history_keeps_the_conversation_and_still_reuses_the_prefix(tiny_model_f
     assert answers[1].reuse.prefix_layers > 0
 
 
+def test_a_session_answer_s_timings_cover_its_request(tiny_model_factory, tmp_path):
+    """As ask's: the parts (video, processor with the method's installation and frame selection, vision, prefill,
+    decode) add up to total_s, and the video's decoding counts for the first question only."""
+    from framefusion.video import write_video
+
+    loaded = loaded_model(tiny_model_factory, "qwen2_vl")
+    path = write_video(tmp_path / "clip.mp4", make_random_clip(8, static_fraction=0.5).frames, fps=4.0)
+    with VideoSession(loaded, path, method="framefusion") as session:
+        answers = [session.ask(question, max_new_tokens=NEW_TOKENS) for question in QUESTIONS[:2]]
+    for index, answer in enumerate(answers):
+        timings = answer.timings
+        parts = timings.video_s + timings.processor_s + timings.vision_s + timings.prefill_s + timings.decode_s
+        assert timings.processor_s > 0
+        assert (timings.video_s > 0) == (index == 0), timings
+        assert abs(parts - timings.total_s) <= 0.05 * timings.total_s, timings
+
+
 def test_a_closed_session_refuses_questions_and_frees_its_memory(tiny_model_factory):
     loaded = loaded_model(tiny_model_factory, "qwen2_vl")
     clip = make_random_clip(8, static_fraction=0.5)

@@ -287,11 +287,22 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
                                          top_p=top_p, stop=stop)
             stats = run.stats
         total = clock(loaded.device) - start
+    return answer_result(loaded, method, budget, params, clips, inputs, generation, stats, stop, video_s=video_s,
+                         processor_s=processor_s, total_s=total, peak_memory_bytes=peak.bytes)
+
+
+def answer_result(loaded: LoadedModel, method: str, budget: float, params: dict[str, Any], clips: list[VideoClip],
+                  inputs: BatchFeature, generation: Generation, stats: ReductionStats | None, stop: Sequence[str], *,
+                  video_s: float, processor_s: float, total_s: float, peak_memory_bytes: int,
+                  result_type: type[AskResult] = AskResult, **extra: Any) -> AskResult:
+    """The record of one generated answer (`result_type` with `extra` fields for a subclass): the text up to the
+    first stop string, token counts from the method's stats (dense: from the prompt), the timings measured around
+    it plus the generation's own (vision, prefill, decode)."""
     if stats is not None:
         vision_tokens, tokens_per_layer = stats.num_vision_tokens, stats.tokens_per_layer()
     else:
-        vision_tokens, tokens_per_layer = dense_token_counts(model, inputs)
-    return AskResult(
+        vision_tokens, tokens_per_layer = dense_token_counts(loaded.model, inputs)
+    return result_type(
         answer=cut_at_stop(loaded.tokenizer.decode(generation.new_tokens, skip_special_tokens=True), stop).strip(),
         model=loaded.name,
         method=method,
@@ -301,18 +312,13 @@ def ask(loaded: LoadedModel, videos: VideoInput | Sequence[VideoInput], question
         vision_tokens=vision_tokens,
         kept_ratio=stats.kept_ratio if stats is not None else 1.0,
         tokens_per_layer=tokens_per_layer,
-        timings=Timings(
-            video_s=video_s,
-            processor_s=processor_s,
-            vision_s=generation.vision_s,
-            prefill_s=generation.prefill_s,
-            decode_s=generation.decode_s,
-            total_s=total,
-        ),
-        peak_memory_bytes=peak.bytes,
+        timings=Timings(video_s=video_s, processor_s=processor_s, vision_s=generation.vision_s,
+                        prefill_s=generation.prefill_s, decode_s=generation.decode_s, total_s=total_s),
+        peak_memory_bytes=peak_memory_bytes,
         stats=stats,
         first_token_logits=generation.first_token_logits,
         generated_tokens=int(generation.new_tokens.numel()),
         clips=clips,
         answer_ids=generation.new_tokens.tolist(),
+        **extra,
     )

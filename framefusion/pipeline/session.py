@@ -16,16 +16,7 @@ from framefusion.methods import get_method
 from framefusion.methods.install import installed_engine
 from framefusion.methods.memo import MEMO_ATTRIBUTE, SelectionMemo
 from framefusion.methods.oneshot import StagedReduction
-from framefusion.pipeline.answer import (
-    AskResult,
-    Timings,
-    VideoInput,
-    cut_at_stop,
-    dense_token_counts,
-    greedy_generate,
-    load_videos,
-    model_inputs,
-)
+from framefusion.pipeline.answer import AskResult, VideoInput, answer_result, greedy_generate, load_videos, model_inputs
 from framefusion.pipeline.loading import LoadedModel
 from framefusion.pipeline.measure import clock, track_peak_memory
 from framefusion.video import Sampling
@@ -160,37 +151,26 @@ class VideoSession:
         first = self.answers == 0
         before = (self._features.hits, self._features.misses, self._features.saved_s, self._memo.hits)
         with track_peak_memory(device) as peak:
-            start = clock(device)
+            start = clock(device)  # from here: method installed, frames selected, inputs built (processor_s)
             with reduced(model, self.method, self.budget, **self.params) as run, patch_scope(model) as patches:
                 clips = [run.select_frames(clip) for clip in self.clips]
                 self._attach(model, patches)
                 with self._features.serving(adapter_for(model).multimodal_module(model), patches):
-                    processed = clock(device)
                     inputs = model_inputs(loaded, clips, question, history=self.turns if self.history else ())
-                    processor_s = clock(device) - processed
+                    processor_s = clock(device) - start
                     generation = greedy_generate(loaded, inputs, max_new_tokens, on_text=on_text,
                                                  temperature=temperature, top_p=top_p, stop=stop)
                 stats = run.stats
             total = clock(device) - start
-        if stats is not None:
-            vision_tokens, tokens_per_layer = stats.num_vision_tokens, stats.tokens_per_layer()
-        else:
-            vision_tokens, tokens_per_layer = dense_token_counts(model, inputs)
-        answer = cut_at_stop(loaded.tokenizer.decode(generation.new_tokens, skip_special_tokens=True), stop).strip()
-        reuse = self._reuse(first, before, generation.prefill_s, len(tokens_per_layer))
+        video_s = self.video_s if first else 0.0
+        result = answer_result(loaded, self.method, self.budget, dict(self.params), clips, inputs, generation, stats,
+                               stop, video_s=video_s, processor_s=processor_s, total_s=total + video_s,
+                               peak_memory_bytes=peak.bytes, result_type=SessionAnswer, question=question)
+        result.reuse = self._reuse(first, before, generation.prefill_s, len(result.tokens_per_layer))
         self.answers += 1
         if self.history:
-            self.turns.append((question, answer))
-        video_s = self.video_s if first else 0.0
-        return SessionAnswer(
-            answer=answer, model=loaded.name, method=self.method, budget=self.budget, params=dict(self.params),
-            frames=sum(clip.num_frames for clip in clips), vision_tokens=vision_tokens,
-            kept_ratio=stats.kept_ratio if stats is not None else 1.0, tokens_per_layer=tokens_per_layer,
-            timings=Timings(video_s=video_s, processor_s=processor_s, vision_s=generation.vision_s,
-                            prefill_s=generation.prefill_s, decode_s=generation.decode_s, total_s=total + video_s),
-            peak_memory_bytes=peak.bytes, stats=stats, first_token_logits=generation.first_token_logits,
-            generated_tokens=int(generation.new_tokens.numel()), clips=clips,
-            answer_ids=generation.new_tokens.tolist(), question=question, reuse=reuse)
+            self.turns.append((question, result.answer))
+        return result
 
     def _attach(self, model: Any, patches: PatchStack) -> None:
         """Put the session's selection memo and video prefix on the installed method (patches undone after)."""
