@@ -170,14 +170,16 @@ def keep_per_video(layout: TokenLayout, vision_hidden: torch.Tensor, budget: flo
 def _memoized(memo: SelectionMemo | None, method: str, budget: float, features: torch.Tensor, extra: tuple,
               video_fn: VideoReducer) -> Selection:
     """video_fn's Selection for one video [T, P, D], from the memo when these features were seen before."""
-    if memo is None:
+    def select() -> Selection:
         result = video_fn(features, budget, *extra)
         return result if isinstance(result, Selection) else Selection(result)
+
+    if memo is None:
+        return select()
     key = memo.key(method, budget, features, extra[0] if extra else None)
     entry = memo.get(key)
     if entry is None:
-        result = video_fn(features, budget, *extra)
-        selection = result if isinstance(result, Selection) else Selection(result)
+        selection = select()
         kept = None if selection.features is None else selection.features[selection.keep].clone()
         memo.put(key, MemoEntry(selection.keep.clone(), kept, selection.merged_into))
         return selection
